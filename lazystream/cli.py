@@ -1,0 +1,124 @@
+"""The ``lazystream`` command: one entry point that wires settings, the stream app and Kubernetes I/O."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from lazystream import __version__
+from lazystream.settings import Settings, SettingsError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def kubeconfig_option(func: F) -> F:
+    return click.option(
+        "--kubeconfig",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar="KUBECONFIG",
+        help="Kubeconfig file (default: in-cluster, then $KUBECONFIG / ~/.kube/config).",
+    )(func)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and options; a bad value exits with the setting named."""
+    try:
+        return Settings.from_env(**overrides)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Print ``rows`` as an aligned plain-text table."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="lazystream")
+def main() -> None:
+    """lazystream: lazy loading for Istio meshes, as a Kafka stream processor.
+
+    Learns which services each workload calls from access logs on Kafka and keeps each workload's
+    ServiceFence and Istio Sidecar in step. Settings come from LAZYSTREAM_* environment variables;
+    options override them.
+    """
+
+
+@main.command()
+@click.option(
+    "--kafka-bootstrap",
+    help="Kafka brokers, host:port[,host:port] [env: LAZYSTREAM_KAFKA_BOOTSTRAP].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="This worker's RocksDB directory [env: LAZYSTREAM_DATA_DIR].",
+)
+@click.option("--web-port", type=int, help="Port of the worker's HTTP endpoint [env: LAZYSTREAM_WEB_PORT].")
+@click.option(
+    "--loglevel",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Log level.",
+)
+def worker(kafka_bootstrap: str | None, data_dir: Path | None, web_port: int | None, loglevel: str) -> None:
+    """Run a stream worker until interrupted (SIGINT / SIGTERM).
+
+    The worker joins the consumer group of LAZYSTREAM_APP_ID and consumes the access topic. In this
+    release it counts access records and logs the total every 5 s; it writes nothing to Kafka or to the
+    API server.
+    """
+    import faust
+
+    from lazystream.stream.app import create_worker_app
+
+    settings = load_settings(kafka_bootstrap=kafka_bootstrap, data_dir=data_dir, web_port=web_port)
+    app = create_worker_app(settings)
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+@main.group()
+def crds() -> None:
+    """Install the CustomResourceDefinitions lazystream uses (ServiceFence and, without Istio, Istio's)."""
+
+
+@crds.command("apply")
+@kubeconfig_option
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Directory of CRD manifests (default: the deploy/crds directory of this installation).",
+)
+@click.option(
+    "--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for Established."
+)
+def crds_apply(kubeconfig: Path | None, directory: Path | None, timeout: float) -> None:
+    """Server-side apply the CRDs and wait until the API server establishes each one."""
+    from lazystream.kube import crds as crd_io
+    from lazystream.kube.client import api_client
+
+    try:
+        manifests = crd_io.load_crds(directory or crd_io.default_crd_dir())
+        with api_client(kubeconfig) as api:
+            statuses = crd_io.apply_crds(api, manifests, timeout=timeout)
+    except crd_io.CRDError as exc:
+        raise click.ClickException(str(exc)) from exc
+    print_table(
+        ["CRD", "KIND", "VERSIONS", "ESTABLISHED"],
+        [(s.name, s.kind, ",".join(s.versions), "yes" if s.established else "no") for s in statuses],
+    )
+
+
+def run() -> None:
+    """Console entry point with logging set up for the CLI commands."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(prog_name="lazystream")

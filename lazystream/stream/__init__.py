@@ -1,0 +1,1 @@
+"""Stream layer: the faust application, its topics, tables and agents (thin wrappers over the domain core)."""

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# servers.sh up|down|status|env [kafka] [k8s] [prometheus]
+# Installs (cached outside the repo) and starts lazystream's real test servers on loopback, or stops them.
+#   up      install what is missing and start the named servers (default: all); idempotent
+#   down    stop them; no process is left behind
+#   status  show which are running
+#   env     print the `export` lines that tests and the demo read (LAZYSTREAM_TEST_*)
+# Ports: KAFKA_PORT, KAFKA_CONTROLLER_PORT, K8S_PORT, ETCD_PORT, PROM_PORT. Cache: LAZYSTREAM_INFRA_CACHE.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/versions.env"
+cmd=${1:-status}; shift || true
+names=("$@"); [ ${#names[@]} -gt 0 ] || names=(kafka k8s prometheus)
+
+script() {
+  case "$1" in
+    kafka) echo "$HERE/kafka/kafka.sh" ;;
+    k8s) echo "$HERE/k8s/kube-apiserver.sh" ;;
+    prometheus) echo "$HERE/prometheus/prometheus.sh" ;;
+    *) echo "unknown server '$1' (expected kafka, k8s or prometheus)" >&2; return 2 ;;
+  esac
+}
+
+env_lines() {
+  echo "export LAZYSTREAM_TEST_KAFKA_BOOTSTRAP=127.0.0.1:${KAFKA_PORT:-19092}"
+  echo "export LAZYSTREAM_TEST_KUBECONFIG=$INFRA_RUN/k8s/kubeconfig"
+  echo "export LAZYSTREAM_TEST_KUBE_AUDIT_LOG=$INFRA_RUN/k8s/logs/audit.log"
+  echo "export LAZYSTREAM_TEST_K8S_VERSION=$K8S_VERSION"
+  echo "export LAZYSTREAM_TEST_PROMETHEUS_URL=http://127.0.0.1:${PROM_PORT:-19090}"
+  echo "export LAZYSTREAM_TEST_PROMETHEUS_SD_DIR=$INFRA_RUN/prometheus/targets"
+}
+
+case "$cmd" in
+  up)
+    # The kube-apiserver build is the long pole on a cold machine: start it first, in the background,
+    # while the Kafka jars resolve and the Debian packages unpack.
+    build_pid=
+    if [[ " ${names[*]} " == *" k8s "* ]] && [ -z "${KUBE_APISERVER:-}" ]; then
+      "$HERE/k8s/build-kube-apiserver.sh" > "$INFRA_CACHE/kube-apiserver-build.log" 2>&1 & build_pid=$!
+    fi
+    "$HERE/unpack-trixie-debs.sh" "$INFRA_CACHE/trixie" $TRIXIE_PACKAGES
+    for n in "${names[@]}"; do
+      [ "$n" = k8s ] && [ -n "$build_pid" ] && { wait "$build_pid" || { cat "$INFRA_CACHE/kube-apiserver-build.log" >&2; exit 1; }; }
+      "$(script "$n")" start
+    done
+    ;;
+  down) for n in "${names[@]}"; do "$(script "$n")" stop; done ;;
+  status) rc=0; for n in "${names[@]}"; do "$(script "$n")" status || rc=1; done; exit $rc ;;
+  env) env_lines ;;
+  *) sed -n '2,9p' "$0" >&2; exit 2 ;;
+esac
