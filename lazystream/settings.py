@@ -55,6 +55,9 @@ class Settings:
     rocksdb_block_cache_bytes: int = 16 * 1024 * 1024
     """RocksDB block cache per table partition (faust's default of 2 GiB per partition is far too much)."""
 
+    web_host: str = "127.0.0.1"
+    """Address the worker's HTTP endpoint binds to (``0.0.0.0`` in a container, so probes reach it)."""
+
     web_port: int = 6066
     """Port of the worker's HTTP endpoint (health and, later, the admin API)."""
 

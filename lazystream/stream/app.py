@@ -40,7 +40,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topic_replication,
         topic_allow_declare=True,
         web_port=settings.web_port,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         # Learned state is written only by the table agent; never rely on exactly-once (decisions §1).
         processing_guarantee="at_least_once",
         autodiscover=False,

@@ -1,0 +1,54 @@
+"""Benchmark harness: every figure is a ratio against a baseline measured in the same run, on the same
+machine, so results compare across machines and noisy neighbours cancel out as far as possible.
+
+Run a benchmark module directly (``python -m bench.bench_codecs``) for full figures; the test suite runs
+each one with ``quick=True`` as a smoke run only.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Median seconds per call of a baseline and a candidate, and how many times faster the candidate is."""
+
+    name: str
+    baseline_s: float
+    candidate_s: float
+
+    @property
+    def speedup(self) -> float:
+        return self.baseline_s / self.candidate_s
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name}: baseline {self.baseline_s * 1e6:.2f} µs,"
+            f" candidate {self.candidate_s * 1e6:.2f} µs, speedup x{self.speedup:.2f}"
+        )
+
+
+def per_call(fn: Callable[[], object], calls: int, rounds: int) -> float:
+    """Median over ``rounds`` of the mean seconds per call of ``fn`` (``calls`` calls per round)."""
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls)
+    return statistics.median(samples)
+
+
+def compare(
+    name: str, baseline: Callable[[], object], candidate: Callable[[], object], *, calls: int, rounds: int
+) -> Comparison:
+    """Measure baseline and candidate alternately, round by round, so drift affects both alike."""
+    base, cand = [], []
+    for _ in range(rounds):
+        base.append(per_call(baseline, calls, 1))
+        cand.append(per_call(candidate, calls, 1))
+    return Comparison(name, statistics.median(base), statistics.median(cand))

@@ -1,0 +1,31 @@
+"""Quick smoke runs of the benchmarks: they run and measure something; figures are not tested."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import bench_codecs
+from bench.harness import Comparison, compare
+
+pytestmark = pytest.mark.bench
+
+
+def test_codecs_benchmark_runs() -> None:
+    result = bench_codecs.run(quick=True)
+    assert result.baseline_s > 0
+    assert result.candidate_s > 0
+    assert "speedup x" in str(result)
+
+
+def test_comparison_ratio_is_baseline_over_candidate() -> None:
+    assert Comparison("x", baseline_s=3.0, candidate_s=1.5).speedup == 2.0
+    calls = {"a": 0, "b": 0}
+    result = compare(
+        "count",
+        lambda: calls.__setitem__("a", calls["a"] + 1),
+        lambda: calls.__setitem__("b", calls["b"] + 1),
+        calls=10,
+        rounds=3,
+    )
+    assert calls == {"a": 30, "b": 30}
+    assert result.name == "count"

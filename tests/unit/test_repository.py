@@ -1,0 +1,83 @@
+"""The repository's own contracts: the README's two commands, CI calling the test command, valid scripts,
+a valid compose file and a non-root image."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def readme_setup_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "README's Set up section has no bash block"
+    return [line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_gives_exactly_two_setup_commands_and_ci_runs_the_test_one() -> None:
+    assert readme_setup_commands() == ["make demo", "make test"]
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "make test" in ci
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^test:.*\n\tscripts/test\.sh$", makefile, re.M)
+    assert re.search(r"^demo:.*\n\tscripts/demo\.sh$", makefile, re.M)
+
+
+def test_the_test_command_treats_no_tests_collected_as_failure() -> None:
+    script = (REPO / "scripts" / "test.sh").read_text()
+    assert "rc -eq 5" in script
+
+
+@pytest.mark.parametrize(
+    "script",
+    [*sorted(p.relative_to(REPO) for p in (REPO / "scripts").rglob("*.sh")), Path(".ci/run")],
+    ids=str,
+)
+def test_shell_scripts_parse_and_are_executable(script: Path) -> None:
+    path = REPO / script
+    if path.read_text().startswith("#!"):  # lib.sh is sourced, not run
+        assert path.stat().st_mode & 0o111, f"{script} is not executable"
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_file_is_valid() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"kafka", "worker"} <= set(services)
+    for name, service in services.items():
+        assert ("image" in service) != ("build" in service), name
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            assert source.startswith((".", "/")) or source in compose["volumes"]
+    assert services["worker"]["environment"]["LAZYSTREAM_KAFKA_BOOTSTRAP"] == "kafka:9092"
+
+
+def test_image_runs_as_non_root_from_the_runtime_lock() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert dockerfile.count("FROM ") >= 2, "multi-stage build"
+    user = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert user
+    assert not user[-1].startswith(("root", "0"))
+    assert "pip install -r requirements.lock" in dockerfile
+
+
+def test_lock_files_pin_every_package_exactly() -> None:
+    for name in ("requirements.lock", "requirements-test.lock"):
+        pins = [line for line in (REPO / name).read_text().splitlines() if line and not line.startswith("#")]
+        assert pins, name
+        assert all(re.fullmatch(r"[A-Za-z0-9._-]+(\[[a-z,]+\])?==[^=\s]+", p) for p in pins), name
+    runtime = {p.split("==")[0].lower(): p for p in (REPO / "requirements.lock").read_text().split()}
+    test = {p.split("==")[0].lower(): p for p in (REPO / "requirements-test.lock").read_text().split()}
+    for pkg in ("faust-streaming", "aiokafka", "rocksdict", "kubernetes", "orjson", "fluent-logger"):
+        assert pkg in runtime, pkg
+        assert runtime[pkg] == test[pkg], f"{pkg}: runtime and test locks disagree"

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from lazystream.settings import Settings
+from lazystream.stream.app import AccessCounter, create_app, declare_topics, rocksdb_options
+
+
+def test_app_uses_rocksdb_in_the_worker_data_dir_with_raw_codecs(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", app_id="unit", kafka_bootstrap="k1:1,k2:2")
+    app = create_app(settings)
+    assert str(app.conf.store) == "rocksdb:"
+    assert Path(app.conf.datadir) == tmp_path / "data"
+    assert (tmp_path / "data").is_dir()
+    assert app.conf.key_serializer == "raw"
+    assert app.conf.value_serializer == "raw"
+    assert [str(u) for u in app.conf.broker] == ["kafka://k1:1", "kafka://k2:2"]
+    assert app.conf.topic_partitions == settings.topic_partitions
+    assert rocksdb_options(settings) == {"block_cache_size": settings.rocksdb_block_cache_bytes}
+
+
+def test_topics_are_declared_with_settings(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, access_topic="acc", topic_partitions=6)
+    topics = declare_topics(create_app(settings), settings)
+    assert topics.access.get_topic_name() == "acc"
+    assert topics.edges.get_topic_name() == settings.edges_topic
+    assert topics.dead_letter.get_topic_name() == settings.dead_letter_topic
+    assert topics.access.partitions == 6
+
+
+def test_access_counter_counts_records_and_bytes() -> None:
+    counter = AccessCounter()
+    for value in (b"abc", None, b"de"):
+        counter.observe(value)
+    assert (counter.records, counter.bytes) == (3, 5)
