@@ -9,6 +9,11 @@ cd "$ROOT"
 INFRA=scripts/infra
 phase() { printf '\n==> %s  [%s, +%ds]\n' "$1" "$(date +%T)" "$SECONDS" >&2; }
 
+# Server installs (Maven jars, Debian packages, the kube-apiserver build) run in the background meanwhile.
+INSTALL_LOG=${LAZYSTREAM_INFRA_CACHE:-$HOME/.cache/lazystream-infra}/install.log
+"$INFRA/servers.sh" install > "$INSTALL_LOG" 2>&1 &
+install_pid=$!
+
 phase "python environment"
 scripts/bootstrap.sh
 PY=.venv/bin
@@ -17,6 +22,14 @@ phase "lint and type checks"
 "$PY/ruff" check lazystream tests bench
 "$PY/ruff" format --check lazystream tests bench
 "$PY/mypy"
+
+phase "server installs"
+while kill -0 "$install_pid" 2>/dev/null; do
+  echo "  ... still installing (+${SECONDS}s): $(grep '==>' "$INSTALL_LOG" | tail -1)" >&2
+  for _ in $(seq 1 30); do kill -0 "$install_pid" 2>/dev/null || break; sleep 1; done
+done
+wait "$install_pid" || { cat "$INSTALL_LOG" >&2; exit 1; }
+tail -1 "$INSTALL_LOG" >&2
 
 phase "test servers"
 started=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# servers.sh up|down|status|env [kafka] [k8s] [prometheus]
+# servers.sh install|up|down|status|env [kafka] [k8s] [prometheus]
 # Installs (cached outside the repo) and starts lazystream's real test servers on loopback, or stops them.
+#   install install what is missing, start nothing (the kube-apiserver build takes ~10 min cold)
 #   up      install what is missing and start the named servers (default: all); idempotent
 #   down    stop them; no process is left behind
 #   status  show which are running
@@ -9,6 +10,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/versions.env"
+mkdir -p "$INFRA_CACHE"
 cmd=${1:-status}; shift || true
 names=("$@"); [ ${#names[@]} -gt 0 ] || names=(kafka k8s prometheus)
 
@@ -30,7 +32,16 @@ env_lines() {
   echo "export LAZYSTREAM_TEST_PROMETHEUS_SD_DIR=$INFRA_RUN/prometheus/targets"
 }
 
+install_all() {
+  local t=$SECONDS
+  "$HERE/unpack-trixie-debs.sh" "$INFRA_CACHE/trixie" $TRIXIE_PACKAGES
+  [[ " ${names[*]} " != *" kafka "* ]] || "$HERE/kafka/kafka.sh" install
+  [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/k8s/build-kube-apiserver.sh" >/dev/null
+  echo "servers installed in $((SECONDS - t)) s" >&2
+}
+
 case "$cmd" in
+  install) install_all ;;
   up)
     # The kube-apiserver build is the long pole on a cold machine: start it first, in the background,
     # while the Kafka jars resolve and the Debian packages unpack.
@@ -47,5 +58,5 @@ case "$cmd" in
   down) for n in "${names[@]}"; do "$(script "$n")" stop; done ;;
   status) rc=0; for n in "${names[@]}"; do "$(script "$n")" status || rc=1; done; exit $rc ;;
   env) env_lines ;;
-  *) sed -n '2,9p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,10p' "$0" >&2; exit 2 ;;
 esac

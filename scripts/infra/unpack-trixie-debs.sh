@@ -14,7 +14,8 @@ URI=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.
 [ -n "$URI" ] || URI=$(awk '$1=="deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list)
 echo "deb $URI trixie main" > "$W/sources.list"
 APT=(-o Dir::Etc::sourcelist="$W/sources.list" -o Dir::Etc::sourceparts=- \
-     -o Dir::State::Lists="$W/lists" -o Dir::Cache="$W/cache" -o APT::Get::List-Cleanup=0)
+     -o Dir::State::Lists="$W/lists" -o Dir::Cache="$W/cache" -o APT::Get::List-Cleanup=0 \
+     -o APT::Sandbox::User=root)
 apt-get "${APT[@]}" update -qq
 rm -f "$W"/debs/*.deb
 (cd "$W/debs" && apt-get "${APT[@]}" download "$@")

@@ -16,6 +16,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=$INFRA_CACHE/k8s-v$K8S_VERSION
 BIN=$OUT/kube-apiserver
 if [ -x "$BIN" ]; then echo "$BIN"; exit 0; fi
+# One build at a time: a second caller (servers.sh up while servers.sh install runs) waits for the first.
+mkdir -p "$INFRA_CACHE"
+exec 9>"$INFRA_CACHE/.kube-apiserver-build.lock"
+flock 9
+if [ -x "$BIN" ]; then echo "$BIN"; exit 0; fi
 
 MINOR_PATCH=${K8S_VERSION#1.}     # 36.3
 MINOR=${MINOR_PATCH%%.*}          # 36

@@ -18,7 +18,7 @@ install() {
   [ -f "$KAFKA_HOME/.complete" ] && return 0
   echo "==> resolving Kafka $KAFKA_VERSION jars with Maven" >&2
   rm -rf "$KAFKA_HOME"; mkdir -p "$KAFKA_HOME/lib"
-  mvn -B -q -f "$HERE/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+  mvn -B -q -Dstyle.color=never -f "$HERE/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
     org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/lib" >&2
   ls "$KAFKA_HOME/lib"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null
