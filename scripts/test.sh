@@ -11,6 +11,7 @@ phase() { printf '\n==> %s  [%s, +%ds]\n' "$1" "$(date +%T)" "$SECONDS" >&2; }
 
 # Server installs (Maven jars, Debian packages, the kube-apiserver build) run in the background meanwhile.
 INSTALL_LOG=${LAZYSTREAM_INFRA_CACHE:-$HOME/.cache/lazystream-infra}/install.log
+mkdir -p "$(dirname "$INSTALL_LOG")"
 "$INFRA/servers.sh" install > "$INSTALL_LOG" 2>&1 &
 install_pid=$!
 
