@@ -23,6 +23,7 @@ phase "lint and type checks"
 "$PY/ruff" check lazystream tests bench
 "$PY/ruff" format --check lazystream tests bench
 "$PY/mypy"
+"$PY/lint-imports"
 
 phase "server installs"
 while kill -0 "$install_pid" 2>/dev/null; do

@@ -1,0 +1,266 @@
+"""From one access record and the cluster state to edges ``fence -> host``, or a precise reason why not.
+
+Decisions §3-§5: the upstream cluster says what a record is (fallback, direct, or ignored); the source is
+the caller's Services (from the peer IP or the writing pod's metadata); the destination is the authority,
+completed to an FQDN and *admitted* only when the cluster declares it (a Service, a ServiceEntry or a
+VirtualService host). Every outcome carries a reason, for "explain" and for metrics.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from lazystream.domain.cluster import GLOBAL_SIDECAR_SERVICE, ClusterState, ObjectKey, Service
+from lazystream.domain.hosts import HostProblem, normalize_authority, service_fqdn, strip_port
+from lazystream.domain.records import AccessRecord, RecordFormat
+
+
+class ObservationKind(StrEnum):
+    FALLBACK = "fallback"
+    """The call went through the global-sidecar: the dependency is missing from the caller's Sidecar."""
+    DIRECT = "direct"
+    """The caller's sidecar routed the call itself: the dependency is known and in use."""
+
+
+class Outcome(StrEnum):
+    """What became of a record. ``learned`` yields edges; ``ignored_*`` and ``rejected_*`` are counted."""
+
+    LEARNED = "learned"
+    IGNORED_PASSTHROUGH = "ignored_passthrough"
+    IGNORED_BLACKHOLE = "ignored_blackhole"
+    IGNORED_INBOUND = "ignored_inbound_of_ordinary_pod"
+    IGNORED_UNKNOWN_CLUSTER = "ignored_unknown_cluster"
+    IGNORED_EMPTY_AUTHORITY = "ignored_empty_authority"
+    IGNORED_IP_AUTHORITY = "ignored_ip_authority"
+    IGNORED_NO_SOURCE = "ignored_no_source"
+    IGNORED_NO_FENCE = "ignored_no_fence"
+    REJECTED_INVALID_HOST = "rejected_invalid_host"
+    REJECTED_GLOBAL_SIDECAR = "rejected_global_sidecar_host"
+    REJECTED_NOT_ADMITTED = "rejected_not_admitted"
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveOptions:
+    """The configuration the resolver reads (from ``general``/``fence`` of lazystream's config)."""
+
+    cluster_domain: str = "cluster.local"
+    global_sidecar_namespaces: frozenset[str] = frozenset({"mesh-operator"})
+    """Namespaces holding a global-sidecar Service (cluster mode: one; namespace mode: the listed ones)."""
+    global_sidecar_service: str = GLOBAL_SIDECAR_SERVICE
+    enable_short_domain: bool = False
+    """Also learn the short form of a host written short (Slime's ``enableShortDomain``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """One learned dependency: the fence ``namespace/name`` calls ``host``."""
+
+    fence: ObjectKey
+    host: str
+    kind: ObservationKind
+    event_time: float | None
+    source: ObjectKey
+    """The caller's Service the edge was charged to (it names the fence)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    outcome: Outcome
+    edges: tuple[Edge, ...] = ()
+    detail: str = ""
+    host: str | None = None
+    """The destination host, when the record got that far (for "recently rejected hosts")."""
+    sources: tuple[ObjectKey, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCluster:
+    """Envoy's cluster name, ``direction|port|subset|host``."""
+
+    direction: str
+    port: str
+    subset: str
+    host: str
+
+
+_SPIFFE = re.compile(r"spiffe://[^/]+/ns/([^/]+)/sa/([^/]+)")
+_STAT_NAME = re.compile(r"^(inbound|outbound)_\.(\d*)_\.([^.]*)_\.(.*)$")
+
+
+def parse_cluster(name: str) -> UpstreamCluster | None:
+    """Both spellings: ``outbound|9080||details.default.svc.cluster.local`` (``%UPSTREAM_CLUSTER_RAW%``,
+    Istio ≥ 1.23, and the usual ``%UPSTREAM_CLUSTER%``) and the ``alt_stat_name`` form
+    ``outbound_.9080_._.details.default.svc.cluster.local`` that ``%UPSTREAM_CLUSTER%`` gives in some
+    releases (with a trailing ``;`` in some JSON encodings)."""
+    name = name.rstrip(";")
+    parts = name.split("|")
+    if len(parts) == 4 and parts[0] in ("inbound", "outbound"):
+        return UpstreamCluster(*parts)
+    match = _STAT_NAME.match(name)
+    if match:
+        return UpstreamCluster(*match.groups())
+    return None
+
+
+def resolve(record: AccessRecord, cluster: ClusterState, options: ResolveOptions) -> Resolution:
+    """Edges for one record; never raises."""
+    kind = _classify(record, cluster, options)
+    if isinstance(kind, Resolution):
+        return kind
+    sources = _sources(record, kind, cluster)
+    if not sources:
+        return Resolution(
+            Outcome.IGNORED_NO_SOURCE, detail=f"no Service for {_peer_ip(record) or 'the caller'}"
+        )
+    host = normalize_authority(record.authority)
+    if host is HostProblem.EMPTY:
+        return Resolution(Outcome.IGNORED_EMPTY_AUTHORITY, sources=_keys(sources))
+    if host is HostProblem.IP_LITERAL:
+        return Resolution(
+            Outcome.IGNORED_IP_AUTHORITY, detail=str(record.authority)[:80], sources=_keys(sources)
+        )
+    if isinstance(host, HostProblem):
+        return Resolution(
+            Outcome.REJECTED_INVALID_HOST, detail=repr(str(record.authority)[:80]), sources=_keys(sources)
+        )
+    return _edges(record, kind, host, sources, cluster, options)
+
+
+def _classify(
+    record: AccessRecord, cluster: ClusterState, options: ResolveOptions
+) -> ObservationKind | Resolution:
+    if record.format is RecordFormat.GLOBAL_SIDECAR:
+        return ObservationKind.FALLBACK
+    name = record.upstream_cluster or ""
+    if name == "PassthroughCluster":
+        return Resolution(Outcome.IGNORED_PASSTHROUGH)
+    if name == "BlackHoleCluster":
+        return Resolution(Outcome.IGNORED_BLACKHOLE)
+    upstream = parse_cluster(name)
+    if upstream is None:
+        return Resolution(Outcome.IGNORED_UNKNOWN_CLUSTER, detail=name[:120])
+    if upstream.direction == "inbound":
+        if record.pod is None or _is_global_sidecar_pod(record, cluster, options):
+            return ObservationKind.FALLBACK
+        return Resolution(Outcome.IGNORED_INBOUND)
+    if _is_global_sidecar_host(upstream.host, options):
+        return ObservationKind.FALLBACK
+    if not upstream.host or "|" in upstream.host:
+        return Resolution(Outcome.IGNORED_UNKNOWN_CLUSTER, detail=name[:120])
+    return ObservationKind.DIRECT
+
+
+def _is_global_sidecar_host(host: str, options: ResolveOptions) -> bool:
+    return any(
+        host == service_fqdn(options.global_sidecar_service, ns, options.cluster_domain)
+        for ns in options.global_sidecar_namespaces
+    )
+
+
+def _is_global_sidecar_pod(record: AccessRecord, cluster: ClusterState, options: ResolveOptions) -> bool:
+    pod = record.pod
+    if pod is None or pod.namespace not in options.global_sidecar_namespaces:
+        return False
+    service = cluster.services.get(ObjectKey(pod.namespace, options.global_sidecar_service))
+    return service is not None and service.selects(pod.labels)
+
+
+def _peer_ip(record: AccessRecord) -> str | None:
+    address = record.downstream_remote_address
+    if not address:
+        return None
+    ip = strip_port(address)
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    return ip
+
+
+def _sources(record: AccessRecord, kind: ObservationKind, cluster: ClusterState) -> list[Service]:
+    """decisions §4: who is calling. A global-sidecar's own metadata is never the source."""
+    caller_side = record.format is not RecordFormat.GLOBAL_SIDECAR and not (
+        kind is ObservationKind.FALLBACK and (record.upstream_cluster or "").startswith("inbound")
+    )
+    if caller_side and record.pod is not None:
+        return cluster.services_selecting(record.pod.namespace, record.pod.labels)
+    ip = _peer_ip(record)
+    if ip is not None and not ipaddress.ip_address(ip).is_loopback:
+        return cluster.services_for_ip(ip)
+    # Behind its own Istio sidecar, lazystream's global-sidecar sees only loopback peers; the caller's
+    # mTLS identity (spiffe://<trust domain>/ns/<ns>/sa/<account>) still names it.
+    identity = _SPIFFE.fullmatch(record.peer_principal or "")
+    if identity:
+        return cluster.services_for_service_account(*identity.groups())
+    return []
+
+
+def _keys(services: Iterable[Service]) -> tuple[ObjectKey, ...]:
+    return tuple(s.key for s in services)
+
+
+def complete_host(host: str, namespace: str, cluster: ClusterState) -> str:
+    """decisions §5 completion, relative to the caller's namespace."""
+    labels = host.split(".")
+    domain = cluster.cluster_domain
+    if len(labels) == 1:
+        return service_fqdn(host, namespace, domain)
+    if len(labels) == 2 and cluster.has_service(labels[1], labels[0]):
+        return service_fqdn(labels[0], labels[1], domain)
+    if len(labels) == 3 and labels[2] == "svc" and cluster.has_service(labels[1], labels[0]):
+        return f"{host}.{domain}"
+    return host
+
+
+def admitted(host: str, cluster: ClusterState) -> bool:
+    """A learned host enters a fence only if the cluster declares it (decisions §5)."""
+    return (
+        cluster.service_by_fqdn(host) is not None
+        or bool(cluster.service_entries_for(host))
+        or bool(cluster.virtual_services_for(host))
+    )
+
+
+def _edges(
+    record: AccessRecord,
+    kind: ObservationKind,
+    host: str,
+    sources: list[Service],
+    cluster: ClusterState,
+    options: ResolveOptions,
+) -> Resolution:
+    edges: list[Edge] = []
+    last: Resolution | None = None
+    for source in sources:
+        full = complete_host(host, source.namespace, cluster)
+        if _is_global_sidecar_host(full, options):
+            last = Resolution(Outcome.REJECTED_GLOBAL_SIDECAR, host=full, sources=_keys(sources))
+            continue
+        if not admitted(full, cluster):
+            last = Resolution(
+                Outcome.REJECTED_NOT_ADMITTED,
+                detail="no Service, ServiceEntry or VirtualService declares it",
+                host=full,
+                sources=_keys(sources),
+            )
+            continue
+        fence = cluster.fences.get(source.key)
+        if fence is None or not fence.enabled:
+            last = Resolution(
+                Outcome.IGNORED_NO_FENCE,
+                detail=f"no enabled fence {source.key}",
+                host=full,
+                sources=_keys(sources),
+            )
+            continue
+        hosts = [full]
+        if options.enable_short_domain and host != full:
+            hosts.append(host)
+        edges += [Edge(fence.key, h, kind, record.event_time, source.key) for h in hosts]
+    if edges:
+        return Resolution(Outcome.LEARNED, edges=tuple(edges), host=edges[0].host, sources=_keys(sources))
+    return last or Resolution(Outcome.IGNORED_NO_SOURCE)
