@@ -9,13 +9,15 @@ builders in tests.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from lazystream.domain.hosts import service_fqdn, wildcard_matches
 
 GLOBAL_SIDECAR_SERVICE = "global-sidecar"
+MEMO_LIMIT = 100_000
+_T = TypeVar("_T")
 
 
 class ObjectKey(NamedTuple):
@@ -292,6 +294,8 @@ class ClusterState:
         self._fqdns: dict[str, ObjectKey] = {}
         self._vs_hosts = _HostIndex()
         self._se_hosts = _HostIndex()
+        self.memo: dict[Hashable, Any] = {}
+        """Derived lookups (completion, admission, selectors) cached until the next change."""
 
     # -- building -------------------------------------------------------------------------------------
 
@@ -306,6 +310,7 @@ class ClusterState:
 
     def apply(self, obj: Mapping[str, Any]) -> None:
         """Add or replace one object (unknown kinds are ignored); :class:`ClusterObjectError` if malformed."""
+        self.memo.clear()
         kind = obj.get("kind")
         if kind == "Service":
             self.put_service(service_from(obj))
@@ -328,6 +333,7 @@ class ClusterState:
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         """Remove one object; removing an absent object is a no-op."""
+        self.memo.clear()
         key = ObjectKey(namespace, name)
         if kind == "Service":
             self._drop_service(key)
@@ -345,6 +351,7 @@ class ClusterState:
             self.fences.pop(key, None)
 
     def put_service(self, service: Service) -> None:
+        self.memo.clear()
         self._drop_service(service.key)
         self.services[service.key] = service
         self._fqdns[self.fqdn(service.key)] = service.key
@@ -352,28 +359,33 @@ class ClusterState:
             self._service_labels[pair].add(service.key)
 
     def put_pod(self, pod: Pod) -> None:
+        self.memo.clear()
         self._drop_pod(pod.key)
         self.pods[pod.key] = pod
         for ip in pod.ips:
             self._ip_pods[ip].add(pod.key)
 
     def put_endpoints(self, kind: str, key: ObjectKey, addresses: EndpointAddresses) -> None:
+        self.memo.clear()
         self._drop_endpoints(kind, key)
         self._endpoints[(kind, key)] = addresses
         for ip in addresses.ips:
             self._ip_endpoints[ip].add((kind, key))
 
     def put_virtual_service(self, vs: VirtualService) -> None:
+        self.memo.clear()
         self.delete("VirtualService", vs.namespace, vs.name)
         self.virtual_services[vs.key] = vs
         self._vs_hosts.add(vs.key, vs.hosts)
 
     def put_service_entry(self, se: ServiceEntry) -> None:
+        self.memo.clear()
         self.delete("ServiceEntry", se.namespace, se.name)
         self.service_entries[se.key] = se
         self._se_hosts.add(se.key, se.hosts)
 
     def put_fence(self, fence: Fence) -> None:
+        self.memo.clear()
         self.fences[fence.key] = fence
 
     def _drop_service(self, key: ObjectKey) -> None:
@@ -414,18 +426,31 @@ class ClusterState:
 
     def services_for_ip(self, ip: str) -> list[Service]:
         """Services whose Endpoints or EndpointSlices list ``ip`` (ready or not), sorted by key."""
-        keys = {self._endpoints[ref].service for ref in self._ip_endpoints.get(ip, ())}
-        return [self.services[k] for k in sorted(keys) if k in self.services]
+        memo_key = ("ip", ip)
+        found: list[Service] | None = self.memo.get(memo_key)
+        if found is None:
+            keys = {self._endpoints[ref].service for ref in self._ip_endpoints.get(ip, ())}
+            found = self.remember(memo_key, [self.services[k] for k in sorted(keys) if k in self.services])
+        return found
 
     def pods_for_ip(self, ip: str) -> list[Pod]:
         return [self.pods[k] for k in sorted(self._ip_pods.get(ip, ()))]
 
     def services_selecting(self, namespace: str, labels: Mapping[str, str]) -> list[Service]:
         """Services in ``namespace`` whose selector matches a pod with ``labels``, sorted by name."""
-        return sorted(
-            (s for s in self.services.values() if s.namespace == namespace and s.selects(labels)),
-            key=lambda s: s.name,
-        )
+        memo_key = ("selecting", namespace, tuple(sorted(labels.items())))
+        found: list[Service] | None = self.memo.get(memo_key)
+        if found is None:
+            matching = (s for s in self.services.values() if s.namespace == namespace and s.selects(labels))
+            found = self.remember(memo_key, sorted(matching, key=lambda s: s.name))
+        return found
+
+    def remember(self, key: Hashable, value: _T) -> _T:
+        """Cache a derived lookup until the next change; bounded, since keys may come from hostile input."""
+        if len(self.memo) >= MEMO_LIMIT:
+            self.memo.clear()
+        self.memo[key] = value
+        return value
 
     def services_for_service_account(self, namespace: str, account: str) -> list[Service]:
         """Services selecting the pods that run as ServiceAccount ``namespace/account``."""

@@ -6,6 +6,7 @@ Everything here treats it as hostile: bounded work, no exceptions, and nothing b
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from enum import StrEnum
@@ -34,6 +35,24 @@ def is_dns_name(name: str) -> bool:
     return all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
+_IPV4 = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}")
+
+
+def ip_of(address: str) -> str | None:
+    """The IP of ``ip``, ``ip:port`` or ``[v6]:port``, or None (the fast path skips ``ipaddress``)."""
+    if address.count(":") == 1:
+        address = address.split(":", 1)[0]
+    elif address.startswith("["):
+        address = strip_port(address)
+    if _IPV4.fullmatch(address):
+        return address if all(int(part) < 256 for part in address.split(".")) else None
+    return address if ":" in address and _is_ip(address) else None
+
+
+def is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip == "::1"
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -52,6 +71,7 @@ def strip_port(authority: str) -> str:
     return authority
 
 
+@functools.lru_cache(maxsize=16384)
 def normalize_authority(authority: str | None) -> str | HostProblem:
     """The host an authority names (port dropped, lower case, no trailing dot), or why there is none."""
     if authority is None:

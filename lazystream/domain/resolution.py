@@ -8,14 +8,14 @@ VirtualService host). Every outcome carries a reason, for "explain" and for metr
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from lazystream.domain.cluster import GLOBAL_SIDECAR_SERVICE, ClusterState, ObjectKey, Service
-from lazystream.domain.hosts import HostProblem, normalize_authority, service_fqdn, strip_port
+from lazystream.domain.hosts import HostProblem, ip_of, is_loopback, normalize_authority, service_fqdn
 from lazystream.domain.records import AccessRecord, RecordFormat
 
 
@@ -53,28 +53,42 @@ class ResolveOptions:
     global_sidecar_service: str = GLOBAL_SIDECAR_SERVICE
     enable_short_domain: bool = False
     """Also learn the short form of a host written short (Slime's ``enableShortDomain``)."""
+    global_sidecar_hosts: frozenset[str] = field(init=False, repr=False, compare=False)
+    """The FQDNs of the global-sidecar Services, derived from the fields above."""
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:  # hashed once per record as part of the resolution cache key
+        return self._hash
+
+    def __post_init__(self) -> None:
+        hosts = {
+            service_fqdn(self.global_sidecar_service, ns, self.cluster_domain)
+            for ns in self.global_sidecar_namespaces
+        }
+        object.__setattr__(self, "global_sidecar_hosts", frozenset(hosts))
+        fields = (self.cluster_domain, self.global_sidecar_namespaces, self.global_sidecar_service)
+        object.__setattr__(self, "_hash", hash((*fields, self.enable_short_domain)))
 
 
-@dataclass(frozen=True, slots=True)
-class Edge:
+class Edge(NamedTuple):
     """One learned dependency: the fence ``namespace/name`` calls ``host``."""
 
     fence: ObjectKey
     host: str
     kind: ObservationKind
-    event_time: float | None
     source: ObjectKey
     """The caller's Service the edge was charged to (it names the fence)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(NamedTuple):
     outcome: Outcome
     edges: tuple[Edge, ...] = ()
     detail: str = ""
     host: str | None = None
     """The destination host, when the record got that far (for "recently rejected hosts")."""
-    sources: tuple[ObjectKey, ...] = field(default=())
+    sources: tuple[ObjectKey, ...] = ()
+    event_time: float | None = None
+    """The record's event time (its edges' observation time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +121,34 @@ def parse_cluster(name: str) -> UpstreamCluster | None:
 
 
 def resolve(record: AccessRecord, cluster: ClusterState, options: ResolveOptions) -> Resolution:
-    """Edges for one record; never raises."""
+    """Edges for one record; never raises.
+
+    Records repeat (the same caller, the same host): the outcome is cached in the cluster state, keyed by
+    every record field the outcome depends on, until the cluster changes.
+    """
+    pod = record.pod
+    address = record.downstream_remote_address
+    key = (
+        "resolve",
+        options,
+        record.format is RecordFormat.GLOBAL_SIDECAR,
+        record.upstream_cluster,
+        address.rsplit(":", 1)[0] if address else None,
+        (pod.namespace, tuple(pod.labels.items())) if pod else None,
+        record.peer_principal,
+        record.authority,
+    )
+    cached: Resolution | None = cluster.memo.get(key)
+    if cached is None:
+        cached = cluster.remember(key, _resolve(record, cluster, options))
+    if record.event_time is None:
+        return cached
+    return Resolution(
+        cached.outcome, cached.edges, cached.detail, cached.host, cached.sources, record.event_time
+    )
+
+
+def _resolve(record: AccessRecord, cluster: ClusterState, options: ResolveOptions) -> Resolution:
     kind = _classify(record, cluster, options)
     if isinstance(kind, Resolution):
         return kind
@@ -155,10 +196,7 @@ def _classify(
 
 
 def _is_global_sidecar_host(host: str, options: ResolveOptions) -> bool:
-    return any(
-        host == service_fqdn(options.global_sidecar_service, ns, options.cluster_domain)
-        for ns in options.global_sidecar_namespaces
-    )
+    return host in options.global_sidecar_hosts
 
 
 def _is_global_sidecar_pod(record: AccessRecord, cluster: ClusterState, options: ResolveOptions) -> bool:
@@ -171,14 +209,7 @@ def _is_global_sidecar_pod(record: AccessRecord, cluster: ClusterState, options:
 
 def _peer_ip(record: AccessRecord) -> str | None:
     address = record.downstream_remote_address
-    if not address:
-        return None
-    ip = strip_port(address)
-    try:
-        ipaddress.ip_address(ip)
-    except ValueError:
-        return None
-    return ip
+    return ip_of(address) if address else None
 
 
 def _sources(record: AccessRecord, kind: ObservationKind, cluster: ClusterState) -> list[Service]:
@@ -189,7 +220,7 @@ def _sources(record: AccessRecord, kind: ObservationKind, cluster: ClusterState)
     if caller_side and record.pod is not None:
         return cluster.services_selecting(record.pod.namespace, record.pod.labels)
     ip = _peer_ip(record)
-    if ip is not None and not ipaddress.ip_address(ip).is_loopback:
+    if ip is not None and not is_loopback(ip):
         return cluster.services_for_ip(ip)
     # Behind its own Istio sidecar, lazystream's global-sidecar sees only loopback peers; the caller's
     # mTLS identity (spiffe://<trust domain>/ns/<ns>/sa/<account>) still names it.
@@ -225,6 +256,16 @@ def admitted(host: str, cluster: ClusterState) -> bool:
     )
 
 
+def _destination(host: str, namespace: str, cluster: ClusterState) -> tuple[str, bool]:
+    """The completed host and whether it is admitted, cached in the cluster state until it changes."""
+    key = ("destination", host, namespace)
+    found: tuple[str, bool] | None = cluster.memo.get(key)
+    if found is None:
+        full = complete_host(host, namespace, cluster)
+        found = cluster.remember(key, (full, admitted(full, cluster)))
+    return found
+
+
 def _edges(
     record: AccessRecord,
     kind: ObservationKind,
@@ -236,11 +277,11 @@ def _edges(
     edges: list[Edge] = []
     last: Resolution | None = None
     for source in sources:
-        full = complete_host(host, source.namespace, cluster)
+        full, is_admitted = _destination(host, source.namespace, cluster)
         if _is_global_sidecar_host(full, options):
             last = Resolution(Outcome.REJECTED_GLOBAL_SIDECAR, host=full, sources=_keys(sources))
             continue
-        if not admitted(full, cluster):
+        if not is_admitted:
             last = Resolution(
                 Outcome.REJECTED_NOT_ADMITTED,
                 detail="no Service, ServiceEntry or VirtualService declares it",
@@ -260,7 +301,7 @@ def _edges(
         hosts = [full]
         if options.enable_short_domain and host != full:
             hosts.append(host)
-        edges += [Edge(fence.key, h, kind, record.event_time, source.key) for h in hosts]
+        edges += [Edge(fence.key, h, kind, source.key) for h in hosts]
     if edges:
         return Resolution(Outcome.LEARNED, edges=tuple(edges), host=edges[0].host, sources=_keys(sources))
     return last or Resolution(Outcome.IGNORED_NO_SOURCE)

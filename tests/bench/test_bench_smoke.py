@@ -29,3 +29,14 @@ def test_comparison_ratio_is_baseline_over_candidate() -> None:
     )
     assert calls == {"a": 30, "b": 30}
     assert result.name == "count"
+
+
+def test_resolve_benchmark_runs() -> None:
+    from bench import bench_resolve
+
+    corpus = bench_resolve.corpus(50)
+    assert len(corpus) == 50
+    assert {data[:1] for data in corpus} == {b"[", b"{"}
+    result = bench_resolve.run(quick=True)
+    assert result.baseline_s > 0
+    assert result.candidate_s > 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import orjson
 import pytest
 
@@ -152,7 +150,7 @@ def test_global_sidecar_records_direct_and_through_fluent_bit() -> None:
     assert parse_record(orjson.dumps(body)) == expected
     # Fluent Bit's forward input then Kafka output: its own timestamp first, which wins.
     wrapped = parse_record(fluent_bit(body, timestamp=1700000001.5))
-    assert wrapped == dataclasses.replace(expected, event_time=1700000001.5)
+    assert wrapped == expected._replace(event_time=1700000001.5)
 
 
 @pytest.mark.parametrize(

@@ -272,7 +272,7 @@ def test_results_carry_details_for_explain(mesh: ClusterState) -> None:
     assert result.sources == (ObjectKey("default", "productpage"),)
     assert "ServiceEntry" in result.detail
     learned = resolve(parse_record(text()), mesh, ResolveOptions())  # type: ignore[arg-type]
-    assert learned.edges[0].event_time == 1764237600.5
+    assert learned.event_time == 1764237600.5
     assert learned.edges[0].source == ObjectKey("default", "productpage")
 
 
