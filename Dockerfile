@@ -18,7 +18,7 @@ RUN useradd --system --uid 10001 --no-create-home lazystream \
 ENV PATH=/opt/lazystream/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     LAZYSTREAM_CRDS_DIR=/opt/lazystream/crds \
-    LAZYSTREAM_DATA_DIR=/var/lib/lazystream \
+    LAZYSTREAM_TABLES_DATA_DIR=/var/lib/lazystream \
     LAZYSTREAM_WEB_HOST=0.0.0.0
 USER 10001:10001
 VOLUME ["/var/lib/lazystream"]

@@ -1,16 +1,18 @@
-"""The ``lazystream`` command: one entry point that wires settings, the stream app and Kubernetes I/O."""
+"""The ``lazystream`` command: one entry point wiring the configuration, the stream app and Kubernetes I/O."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import yaml
 
 from lazystream import __version__
-from lazystream.settings import Settings, SettingsError
+from lazystream.config import CONFIG_ENV, Config, ConfigError, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,12 +26,30 @@ def kubeconfig_option(func: F) -> F:
     )(func)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment and options; a bad value exits with the setting named."""
-    try:
-        return Settings.from_env(**overrides)
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from exc
+def config_option(func: F) -> F:
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar=CONFIG_ENV,
+        help=f"YAML configuration: a SlimeBoot or a lazyload module body [env: {CONFIG_ENV}].",
+    )(func)
+
+
+def load(config_file: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """The configuration from the file, the environment and options; a bad value exits naming its key.
+
+    Warnings about unknown or deprecated keys are printed to standard error.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return load_config(config_file, overrides=overrides)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
+        finally:
+            for warning in caught:
+                click.echo(f"warning: {warning.message}", err=True)
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -46,22 +66,26 @@ def main() -> None:
     """lazystream: lazy loading for Istio meshes, as a Kafka stream processor.
 
     Learns which services each workload calls from access logs on Kafka and keeps each workload's
-    ServiceFence and Istio Sidecar in step. Settings come from LAZYSTREAM_* environment variables;
-    options override them.
+    ServiceFence and Istio Sidecar in step. The configuration comes from a YAML file (--config: a SlimeBoot
+    or a lazyload module body), LAZYSTREAM_<SECTION>_<FIELD> environment variables and options, each
+    overriding the one before; `lazystream config show` prints the result.
     """
 
 
 @main.command()
+@config_option
 @click.option(
     "--kafka-bootstrap",
-    help="Kafka brokers, host:port[,host:port] [env: LAZYSTREAM_KAFKA_BOOTSTRAP].",
+    help="Kafka brokers, host:port[,host:port] (kafka.bootstrap) [env: LAZYSTREAM_KAFKA_BOOTSTRAP].",
 )
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="This worker's RocksDB directory [env: LAZYSTREAM_DATA_DIR].",
+    help="This worker's RocksDB directory (tables.dataDir) [env: LAZYSTREAM_TABLES_DATA_DIR].",
 )
-@click.option("--web-port", type=int, help="Port of the worker's HTTP endpoint [env: LAZYSTREAM_WEB_PORT].")
+@click.option(
+    "--web-port", type=int, help="Port of the worker's HTTP endpoint (web.port) [env: LAZYSTREAM_WEB_PORT]."
+)
 @click.option(
     "--loglevel",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -69,20 +93,41 @@ def main() -> None:
     show_default=True,
     help="Log level.",
 )
-def worker(kafka_bootstrap: str | None, data_dir: Path | None, web_port: int | None, loglevel: str) -> None:
+def worker(
+    config_file: Path | None,
+    kafka_bootstrap: str | None,
+    data_dir: Path | None,
+    web_port: int | None,
+    loglevel: str,
+) -> None:
     """Run a stream worker until interrupted (SIGINT / SIGTERM).
 
-    The worker joins the consumer group of LAZYSTREAM_APP_ID and consumes the access topic. In this
-    release it counts access records and logs the total every 5 s; it writes nothing to Kafka or to the
-    API server.
+    The worker joins the consumer group kafka.appId (LAZYSTREAM_KAFKA_APP_ID) and consumes the access
+    topic. In this release it counts access records and logs the total every 5 s; it writes nothing to
+    Kafka or to the API server.
     """
     import faust
 
     from lazystream.stream.app import create_worker_app
 
-    settings = load_settings(kafka_bootstrap=kafka_bootstrap, data_dir=data_dir, web_port=web_port)
-    app = create_worker_app(settings)
+    config = load(
+        config_file, {"kafka.bootstrap": kafka_bootstrap, "tables.dataDir": data_dir, "web.port": web_port}
+    )
+    app = create_worker_app(config)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+@main.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("show")
+@config_option
+def config_show(config_file: Path | None) -> None:
+    """Print the effective configuration as YAML: every setting, after the file and the environment."""
+    config = load(config_file)
+    click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), nl=False)
 
 
 @main.group()

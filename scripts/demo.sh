@@ -28,8 +28,8 @@ trap cleanup EXIT
 "$INFRA/servers.sh" up kafka k8s
 eval "$("$INFRA/servers.sh" env)"
 export KUBECONFIG=$LAZYSTREAM_TEST_KUBECONFIG LAZYSTREAM_KAFKA_BOOTSTRAP=$LAZYSTREAM_TEST_KAFKA_BOOTSTRAP
-export LAZYSTREAM_APP_ID=lazystream-demo LAZYSTREAM_ACCESS_TOPIC=lazystream-demo-access
-export LAZYSTREAM_DATA_DIR=$RUN_DIR/data LAZYSTREAM_WEB_PORT=${LAZYSTREAM_WEB_PORT:-16066}
+export LAZYSTREAM_KAFKA_APP_ID=lazystream-demo LAZYSTREAM_TOPICS_ACCESS=lazystream-demo-access
+export LAZYSTREAM_TABLES_DATA_DIR=$RUN_DIR/data LAZYSTREAM_WEB_PORT=${LAZYSTREAM_WEB_PORT:-16066}
 
 step "CRDs: ServiceFence and the Istio kinds"
 "$PY/lazystream" crds apply
@@ -44,7 +44,7 @@ for _ in $(seq 1 360); do
 done
 echo "worker ready (log: $RUN_DIR/worker.log)"
 
-step "Traffic: global-sidecar access-log lines onto $LAZYSTREAM_ACCESS_TOPIC"
+step "Traffic: global-sidecar access-log lines onto $LAZYSTREAM_TOPICS_ACCESS"
 "$PY/python" - <<'PY'
 import asyncio, os, time
 from aiokafka import AIOKafkaProducer
@@ -61,7 +61,7 @@ async def main() -> None:
     await producer.start()
     try:
         for line in LINES:
-            await producer.send_and_wait(os.environ["LAZYSTREAM_ACCESS_TOPIC"], line.encode())
+            await producer.send_and_wait(os.environ["LAZYSTREAM_TOPICS_ACCESS"], line.encode())
             print("sent:", line[:96], "...")
     finally:
         await producer.stop()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import faust
 
-from lazystream.settings import Settings
+from lazystream.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -26,28 +26,28 @@ class Topics:
     dead_letter: faust.TopicT
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the faust app for ``settings`` (no agents yet: :func:`create_worker_app` adds them)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+def create_app(config: Config) -> faust.App:
+    """Build the faust app for ``config`` (no agents yet: :func:`create_worker_app` adds them)."""
+    config.tables.data_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(
-        settings.app_id,
-        broker=settings.broker_url,
+        config.kafka.app_id,
+        broker=config.kafka.broker_url,
         store="rocksdb://",
-        datadir=str(settings.data_dir),
+        datadir=str(config.tables.data_dir),
         key_serializer="raw",
         value_serializer="raw",
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication,
+        topic_partitions=config.topics.partitions,
+        topic_replication_factor=config.topics.replication,
         topic_allow_declare=True,
-        web_port=settings.web_port,
-        web_host=settings.web_host,
+        web_port=config.web.port,
+        web_host=config.web.host,
         # Learned state is written only by the table agent; never rely on exactly-once (decisions §1).
         processing_guarantee="at_least_once",
         autodiscover=False,
     )
 
 
-def declare_topics(app: faust.App, settings: Settings) -> Topics:
+def declare_topics(app: faust.App, config: Config) -> Topics:
     """Declare the access, edges and dead-letter topics with raw codecs."""
 
     def topic(name: str) -> faust.TopicT:
@@ -55,20 +55,20 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             name,
             key_type=bytes,
             value_type=bytes,
-            partitions=settings.topic_partitions,
-            replicas=settings.topic_replication,
+            partitions=config.topics.partitions,
+            replicas=config.topics.replication,
         )
 
     return Topics(
-        access=topic(settings.access_topic),
-        edges=topic(settings.edges_topic),
-        dead_letter=topic(settings.dead_letter_topic),
+        access=topic(config.topics.access),
+        edges=topic(config.topics.edges),
+        dead_letter=topic(config.topics.dead_letter),
     )
 
 
-def rocksdb_options(settings: Settings) -> dict[str, int]:
+def rocksdb_options(config: Config) -> dict[str, int]:
     """Per-table RocksDB options: faust's defaults reserve a 2 GiB block cache per partition."""
-    return {"block_cache_size": settings.rocksdb_block_cache_bytes}
+    return {"block_cache_size": config.tables.block_cache_bytes}
 
 
 class AccessCounter:
@@ -86,10 +86,10 @@ class AccessCounter:
         self.bytes += len(value or b"")
 
 
-def create_worker_app(settings: Settings) -> faust.App:
+def create_worker_app(config: Config) -> faust.App:
     """The app ``lazystream worker`` runs."""
-    app = create_app(settings)
-    topics = declare_topics(app, settings)
+    app = create_app(config)
+    topics = declare_topics(app, config)
     counter = AccessCounter()
 
     @app.agent(topics.access, name="access-counter")

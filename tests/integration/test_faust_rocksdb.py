@@ -81,7 +81,7 @@ async def test_rocksdb_table_recovers_from_its_changelog(
         TABLE_APP_PARTITIONS=str(PARTITIONS),
         TABLE_APP_DUMP=str(dump),
         LAZYSTREAM_KAFKA_BOOTSTRAP=kafka_bootstrap,
-        LAZYSTREAM_DATA_DIR=str(data_dir),
+        LAZYSTREAM_TABLES_DATA_DIR=str(data_dir),
         LAZYSTREAM_WEB_PORT=str(free_port()),
     )
 

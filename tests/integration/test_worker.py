@@ -25,10 +25,10 @@ async def test_worker_consumes_the_access_topic(
     access = await new_topic(partitions=4)
     env = dict(
         os.environ,
-        LAZYSTREAM_APP_ID=fresh_name,
-        LAZYSTREAM_ACCESS_TOPIC=access,
+        LAZYSTREAM_KAFKA_APP_ID=fresh_name,
+        LAZYSTREAM_TOPICS_ACCESS=access,
         LAZYSTREAM_KAFKA_BOOTSTRAP=kafka_bootstrap,
-        LAZYSTREAM_DATA_DIR=str(tmp_path / "data"),
+        LAZYSTREAM_TABLES_DATA_DIR=str(tmp_path / "data"),
         LAZYSTREAM_WEB_PORT=str(free_port()),
     )
     worker = WorkerProcess([LAZYSTREAM, "worker"], env, tmp_path / "worker.log")

@@ -12,8 +12,20 @@ from lazystream.cli import main
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ([], ["worker", "crds", "--version"]),
-        (["worker"], ["--kafka-bootstrap", "--data-dir", "--web-port", "--loglevel", "LAZYSTREAM_DATA_DIR"]),
+        ([], ["worker", "config", "crds", "--version"]),
+        (
+            ["worker"],
+            [
+                "--config",
+                "LAZYSTREAM_CONFIG",
+                "--kafka-bootstrap",
+                "--data-dir",
+                "LAZYSTREAM_TABLES_DATA_DIR",
+                "--web-port",
+                "--loglevel",
+            ],
+        ),
+        (["config", "show"], ["--config", "LAZYSTREAM_CONFIG", "YAML"]),
         (["crds", "apply"], ["--kubeconfig", "--dir", "--timeout", "Established"]),
     ],
 )
@@ -30,9 +42,26 @@ def test_version() -> None:
 
 
 def test_invalid_setting_fails_at_start_naming_it() -> None:
-    result = CliRunner().invoke(main, ["worker"], env={"LAZYSTREAM_TOPIC_PARTITIONS": "zero"})
+    result = CliRunner().invoke(main, ["worker"], env={"LAZYSTREAM_TOPICS_PARTITIONS": "zero"})
     assert result.exit_code == 2
-    assert "LAZYSTREAM_TOPIC_PARTITIONS: 'zero' is not an integer" in result.output
+    assert "LAZYSTREAM_TOPICS_PARTITIONS: 'zero' is not an integer" in result.output
+
+
+def test_invalid_key_in_the_config_file_fails_at_start_naming_key_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "lazystream.yaml"
+    config.write_text(
+        "general:\n  autoFence: true\n  dispatches:\n    - {name: x, domainRegex: '(', cluster: y}\n"
+    )
+    result = CliRunner().invoke(main, ["worker", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "general.dispatches[0].domainRegex: invalid regular expression: " in result.output
+    assert f"({config}:4)" in result.output
+
+
+def test_option_overrides_the_environment_and_is_validated() -> None:
+    result = CliRunner().invoke(main, ["worker", "--web-port", "70000"], env={"LAZYSTREAM_WEB_PORT": "7000"})
+    assert result.exit_code == 2
+    assert "web.port: 70000 is not a TCP port (1-65535)" in result.output
 
 
 def test_crds_apply_reports_a_directory_without_manifests(tmp_path: Path) -> None:

@@ -2,29 +2,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lazystream.settings import Settings
+from lazystream.config import Config, TablesSettings, TopicsSettings, load_config
 from lazystream.stream.app import AccessCounter, create_app, declare_topics, rocksdb_options
 
 
 def test_app_uses_rocksdb_in_the_worker_data_dir_with_raw_codecs(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data", app_id="unit", kafka_bootstrap="k1:1,k2:2")
-    app = create_app(settings)
+    config = load_config(
+        None,
+        {},
+        {"tables.dataDir": tmp_path / "data", "kafka.appId": "unit", "kafka.bootstrap": "k1:1,k2:2"},
+    )
+    app = create_app(config)
     assert str(app.conf.store) == "rocksdb:"
     assert Path(app.conf.datadir) == tmp_path / "data"
     assert (tmp_path / "data").is_dir()
     assert app.conf.key_serializer == "raw"
     assert app.conf.value_serializer == "raw"
     assert [str(u) for u in app.conf.broker] == ["kafka://k1:1", "kafka://k2:2"]
-    assert app.conf.topic_partitions == settings.topic_partitions
-    assert rocksdb_options(settings) == {"block_cache_size": settings.rocksdb_block_cache_bytes}
+    assert app.conf.id == "unit"
+    assert app.conf.topic_partitions == config.topics.partitions
+    assert rocksdb_options(config) == {"block_cache_size": config.tables.block_cache_bytes}
 
 
 def test_topics_are_declared_with_settings(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, access_topic="acc", topic_partitions=6)
-    topics = declare_topics(create_app(settings), settings)
+    config = Config(
+        tables=TablesSettings(data_dir=tmp_path), topics=TopicsSettings(access="acc", partitions=6)
+    )
+    topics = declare_topics(create_app(config), config)
     assert topics.access.get_topic_name() == "acc"
-    assert topics.edges.get_topic_name() == settings.edges_topic
-    assert topics.dead_letter.get_topic_name() == settings.dead_letter_topic
+    assert topics.edges.get_topic_name() == config.topics.edges
+    assert topics.dead_letter.get_topic_name() == config.topics.dead_letter
     assert topics.access.partitions == 6
 
 

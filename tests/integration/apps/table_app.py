@@ -3,7 +3,7 @@
 It copies records of an input topic into a RocksDB-backed table (the last value per key wins) and, every
 0.2 s, writes the table's contents and the number of records it processed to a JSON file, which the test
 reads. Configured by environment: TABLE_APP_ID, TABLE_APP_TOPIC, TABLE_APP_PARTITIONS, TABLE_APP_DUMP,
-plus the usual LAZYSTREAM_KAFKA_BOOTSTRAP, LAZYSTREAM_DATA_DIR and LAZYSTREAM_WEB_PORT.
+plus the usual LAZYSTREAM_KAFKA_BOOTSTRAP, LAZYSTREAM_TABLES_DATA_DIR and LAZYSTREAM_WEB_PORT.
 """
 
 from __future__ import annotations
@@ -14,21 +14,24 @@ from pathlib import Path
 import faust
 import orjson
 
-from lazystream.settings import Settings
+from lazystream.config import load_config
 from lazystream.stream.app import create_app, rocksdb_options
 
-settings = Settings.from_env(
-    app_id=os.environ["TABLE_APP_ID"], topic_partitions=int(os.environ["TABLE_APP_PARTITIONS"])
+config = load_config(
+    overrides={
+        "kafka.appId": os.environ["TABLE_APP_ID"],
+        "topics.partitions": int(os.environ["TABLE_APP_PARTITIONS"]),
+    }
 )
-app = create_app(settings)
+app = create_app(config)
 source = app.topic(os.environ["TABLE_APP_TOPIC"], key_type=bytes, value_type=bytes)
 table = app.Table(
     "learned",
     default=None,
     key_type=bytes,
     value_type=bytes,
-    partitions=settings.topic_partitions,
-    options=rocksdb_options(settings),
+    partitions=config.topics.partitions,
+    options=rocksdb_options(config),
 )
 dump_file = Path(os.environ["TABLE_APP_DUMP"])
 processed = 0
