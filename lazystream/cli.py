@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -161,6 +164,73 @@ def crds_apply(kubeconfig: Path | None, directory: Path | None, timeout: float) 
         ["CRD", "KIND", "VERSIONS", "ESTABLISHED"],
         [(s.name, s.kind, ",".join(s.versions), "yes" if s.established else "no") for s in statuses],
     )
+
+
+def _parse_time(value: str | None) -> float:
+    if value is None:
+        return time.time()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither Unix seconds nor ISO 8601", param_hint="--now"
+        ) from None
+
+
+@main.command()
+@click.option(
+    "--access-log",
+    "access_log",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Access-log records, one per line, in any format lazystream reads.",
+)
+@click.option(
+    "--cluster",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Kubernetes objects: a multi-document YAML file or a directory of them (List kinds unwrapped).",
+)
+@config_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+    help="Output format.",
+)
+@click.option("--now", help="Evaluate deadlines at this time (Unix seconds or ISO 8601; default: now).")
+def render(access_log: Path, cluster: Path, config_file: Path | None, output: str, now: str | None) -> None:
+    """Print what lazystream would write for a cluster and its access logs, without a cluster or Kafka.
+
+    Every resulting ServiceFence (with its status), Sidecar and EnvoyFilter, ordered by kind, namespace and
+    name; the fences are those in --cluster plus those autoFence would create. It runs the worker's code.
+    A count of records by outcome goes to standard error.
+    """
+    from lazystream.domain.cluster import ClusterObjectError
+    from lazystream.domain.render import render as render_objects
+    from lazystream.inputs import InputError, load_cluster, read_access_log
+    from lazystream.options import render_options
+
+    config = load(config_file)
+    try:
+        objects = load_cluster(cluster)
+        result = render_objects(
+            objects, read_access_log(access_log), render_options(config), _parse_time(now)
+        )
+    except (InputError, ClusterObjectError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if output == "json":
+        click.echo(json.dumps({"items": result.items}, indent=2))
+    else:
+        click.echo(yaml.safe_dump_all(result.items, sort_keys=False, default_flow_style=False), nl=False)
+    summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(result.outcomes.items()))
+    click.echo(f"records: {summary or 'none'}", err=True)
 
 
 def run() -> None:
