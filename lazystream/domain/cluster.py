@@ -51,10 +51,11 @@ class Service:
     selector: Mapping[str, str] = field(default_factory=dict)
     """Empty for a Service without a selector (never auto-fenced, selects no pod)."""
     ports: tuple[ServicePort, ...] = ()
+    key: ObjectKey = field(init=False, repr=False, compare=False)
+    """``namespace/name``, stored: it is read for every resolved record."""
 
-    @property
-    def key(self) -> ObjectKey:
-        return ObjectKey(self.namespace, self.name)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", ObjectKey(self.namespace, self.name))
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """True when the Service has a selector and every pair of it is in ``labels``."""

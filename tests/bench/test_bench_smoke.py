@@ -40,3 +40,13 @@ def test_resolve_benchmark_runs() -> None:
     result = bench_resolve.run(quick=True)
     assert result.baseline_s > 0
     assert result.candidate_s > 0
+
+
+def test_render_benchmark_runs() -> None:
+    from bench import bench_render
+
+    figures = bench_render.run(services=40, count=400)
+    assert figures.objects == 40 * 2 + 1  # a fence and a Sidecar each, one EnvoyFilter
+    assert figures.parse_s > 0
+    assert figures.render_s > 0
+    assert "records/s" in str(figures)
