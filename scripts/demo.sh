@@ -28,7 +28,9 @@ trap cleanup EXIT
 "$INFRA/servers.sh" up kafka k8s
 eval "$("$INFRA/servers.sh" env)"
 export KUBECONFIG=$LAZYSTREAM_TEST_KUBECONFIG LAZYSTREAM_KAFKA_BOOTSTRAP=$LAZYSTREAM_TEST_KAFKA_BOOTSTRAP
-export LAZYSTREAM_KAFKA_APP_ID=lazystream-demo LAZYSTREAM_TOPICS_ACCESS=lazystream-demo-access
+RUN_ID=$(date +%s)  # fresh consumer group and topics per run: servers may outlive a demo
+export LAZYSTREAM_KAFKA_APP_ID=lazystream-demo-$RUN_ID LAZYSTREAM_TOPICS_ACCESS=lazystream-demo-access-$RUN_ID
+export LAZYSTREAM_TOPICS_EDGES=lazystream-demo-edges-$RUN_ID LAZYSTREAM_TOPICS_DEAD_LETTER=lazystream-demo-dlq-$RUN_ID
 export LAZYSTREAM_TABLES_DATA_DIR=$RUN_DIR/data LAZYSTREAM_WEB_PORT=${LAZYSTREAM_WEB_PORT:-16066}
 
 step "CRDs: ServiceFence and the Istio kinds"
@@ -45,16 +47,26 @@ done
 echo "worker ready (log: $RUN_DIR/worker.log)"
 
 step "Traffic: global-sidecar access-log lines onto $LAZYSTREAM_TOPICS_ACCESS"
-"$PY/python" - <<'PY'
-import asyncio, os, time
+"$PY/python" - "$RUN_DIR" <<'PY'
+import asyncio, os, sys
+from pathlib import Path
+
+import yaml
 from aiokafka import AIOKafkaProducer
 
-LINES = [  # Istio's default text format, as the global-sidecar's proxy logs fallback calls
-    '[2026-11-27T10:00:0{i}.000Z] "GET /details/0 HTTP/1.1" 200 - via_upstream - "-" 0 178 3 2 "-" '
-    '"curl/8.5.0" "6c1b8e0e-{i}" "details:9080" "10.244.0.12:80" '
-    'inbound|80|| 127.0.0.6:44017 10.244.0.12:80 10.244.0.15:51234 - default'
-    for i in range(5)
+from lazystream.testing import bookinfo, istio_text_line
+
+# productpage (10.244.0.15) calls details, reviews and, twice, a host nobody declared; the global-sidecar's
+# proxy logs each fallback call in Istio's default text format, with productpage as the peer.
+CALLS = ["details:9080", "reviews:9080", "details:9080", "evil.example.net", "ratings.default:9080"]
+LINES = [
+    istio_text_line(authority=a, upstream_cluster="inbound|80||", downstream_remote_address=f"10.244.0.15:{50000 + i}")
+    for i, a in enumerate(CALLS)
 ]
+run_dir = Path(sys.argv[1])
+(run_dir / "access.log").write_text("\n".join(LINES) + "\n")
+(run_dir / "cluster.yaml").write_text(yaml.safe_dump_all(bookinfo().objects(), sort_keys=False))
+
 
 async def main() -> None:
     producer = AIOKafkaProducer(bootstrap_servers=os.environ["LAZYSTREAM_KAFKA_BOOTSTRAP"])
@@ -62,7 +74,7 @@ async def main() -> None:
     try:
         for line in LINES:
             await producer.send_and_wait(os.environ["LAZYSTREAM_TOPICS_ACCESS"], line.encode())
-            print("sent:", line[:96], "...")
+            print("sent:", line[:60], "...", line.split('"')[11], "from 10.244.0.15")
     finally:
         await producer.stop()
 
@@ -76,6 +88,21 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 [ -n "$line" ] || { echo "worker reported nothing:"; tail -30 "$RUN_DIR/worker.log"; exit 1; }
+
+step "What lazystream learns from them: lazystream render (the worker's code, offline)"
+"$PY/lazystream" render --access-log "$RUN_DIR/access.log" --cluster "$RUN_DIR/cluster.yaml" > "$RUN_DIR/render.yaml"
+"$PY/python" - "$RUN_DIR/render.yaml" <<'PY'
+import sys
+
+import yaml
+
+for obj in yaml.safe_load_all(open(sys.argv[1])):
+    if obj["metadata"]["name"] == "productpage" and obj["kind"] in ("ServiceFence", "Sidecar"):
+        shown = {"kind": obj["kind"], "metadata": {"name": "productpage", "namespace": "default"}}
+        shown["status" if obj["kind"] == "ServiceFence" else "spec"] = obj.get("status") or obj["spec"]
+        print(yaml.safe_dump(shown, sort_keys=False), end="---\n")
+PY
+echo "(evil.example.net is declared by no Service, ServiceEntry or VirtualService: not admitted)"
 echo
 echo "API server: $(grep -m1 'server:' "$KUBECONFIG" | awk '{print $2}')  (KUBECONFIG=$KUBECONFIG)"
 echo "Kafka: $LAZYSTREAM_KAFKA_BOOTSTRAP   Set LAZYSTREAM_DEMO_KEEP=1 to keep the servers running."

@@ -57,6 +57,8 @@ def declare_topics(app: faust.App, config: Config) -> Topics:
             value_type=bytes,
             partitions=config.topics.partitions,
             replicas=config.topics.replication,
+            # the worker creates its topics at start (with these partitions and replicas) if missing
+            internal=True,
         )
 
     return Topics(
