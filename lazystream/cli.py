@@ -105,19 +105,16 @@ def worker(
 ) -> None:
     """Run a stream worker until interrupted (SIGINT / SIGTERM).
 
-    The worker joins the consumer group kafka.appId (LAZYSTREAM_KAFKA_APP_ID) and consumes the access
-    topic. In this release it counts access records and logs the total every 5 s; it writes nothing to
-    Kafka or to the API server.
+    The worker joins the consumer group kafka.appId (LAZYSTREAM_KAFKA_APP_ID), learns dependencies from the
+    access topic into its RocksDB table (via the edges topic, keyed by fence), watches the cluster, and
+    keeps each fence's status and Sidecar in the API server in step. It logs its counters every 5 s.
     """
-    import faust
-
-    from lazystream.stream.app import create_worker_app
+    from lazystream.worker import run as run_worker
 
     config = load(
         config_file, {"kafka.bootstrap": kafka_bootstrap, "tables.dataDir": data_dir, "web.port": web_port}
     )
-    app = create_worker_app(config)
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    run_worker(config, loglevel)
 
 
 @main.group("config")

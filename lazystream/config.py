@@ -722,6 +722,10 @@ class FenceSettings:
     max_record_bytes: int = 65536
     """Largest access-log record parsed, in bytes; larger ones go to the dead-letter topic."""
 
+    seed_from_status: bool = True
+    """On a start with empty learned state, seed each fence's learned dependencies from its existing
+    ``status.metricStatus`` (through the edges topic), as Slime does on restart."""
+
     def __post_init__(self) -> None:
         if not _is_dns_name(self.cluster_domain):
             fail("clusterDomain", f"{self.cluster_domain!r} is not a DNS name")

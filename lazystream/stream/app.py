@@ -8,11 +8,23 @@ rocksdict with a bounded block cache, in the worker's own data directory.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import faust
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+from faust.types import TP
 
 from lazystream.config import Config
+from lazystream.domain import learned
+from lazystream.domain.cluster import ClusterState, ObjectKey
+from lazystream.options import resolve_options
+from lazystream.stream.pipeline import DeadLetter, Ingest
 
 log = logging.getLogger(__name__)
 
@@ -73,34 +85,104 @@ def rocksdb_options(config: Config) -> dict[str, int]:
     return {"block_cache_size": config.tables.block_cache_bytes}
 
 
-class AccessCounter:
-    """What the worker does until ingestion lands: counts access records and logs the total.
+class ClusterView(Protocol):
+    """What the agents read of the cluster: a ClusterState and the ServiceFences, behind a lock (the
+    Kubernetes watches update them from threads)."""
 
-    It reads only; it writes nothing to Kafka or to the API server.
-    """
+    state: ClusterState
+    fences: dict[ObjectKey, dict[str, Any]]
 
-    def __init__(self) -> None:
-        self.records = 0
-        self.bytes = 0
-
-    def observe(self, value: bytes | None) -> None:
-        self.records += 1
-        self.bytes += len(value or b"")
+    def reading(self) -> AbstractContextManager[Any]: ...
 
 
-def create_worker_app(config: Config) -> faust.App:
-    """The app ``lazystream worker`` runs."""
+@dataclass
+class WorkerApp:
+    """The faust app of a worker and the handles the rest of the worker needs."""
+
+    app: faust.App
+    topics: Topics
+    table: Any
+    ingest: Ingest
+    partitions: int
+    counters: Counter[str] = field(default_factory=Counter)
+    """Table-agent outcomes: ``table:written``, ``table:unchanged``, ``edges:malformed``, ``hosts:limit``."""
+
+    def owns(self, key: ObjectKey) -> bool:
+        """Whether this worker holds the fence's learned state (its edges partition is assigned here)."""
+        partition = _PARTITIONER(learned.fence_key(key), list(range(self.partitions)), [])
+        tp = TP(self.topics.edges.get_topic_name(), partition)
+        return tp in self.app.assignor.assigned_actives()
+
+    def learned_hosts(self, key: ObjectKey) -> set[str]:
+        return set(learned.decode_state(self.table.get(learned.fence_key(key))))
+
+    def is_empty(self) -> bool:
+        return next(iter(self.table), None) is None
+
+    async def send_edge(self, key: ObjectKey, message: Mapping[str, Any]) -> None:
+        await self.topics.edges.send(key=learned.fence_key(key), value=orjson.dumps(message))
+
+
+_PARTITIONER = DefaultPartitioner()
+
+
+def create_worker_app(
+    config: Config, cluster: ClusterView, on_fence_changed: Callable[[ObjectKey], None]
+) -> WorkerApp:
+    """The app ``lazystream worker`` runs: the ingest agent (access → edges, dead letters) and the table
+    agent (edges → the RocksDB learned-state table keyed by fence, its only writer)."""
     app = create_app(config)
     topics = declare_topics(app, config)
-    counter = AccessCounter()
+    table = app.Table(
+        "learned",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=config.topics.partitions,
+        options=rocksdb_options(config),
+        help="Learned dependencies per fence: host -> [first seen, last seen, count] (decisions §1.1).",
+    )
+    ingest = Ingest(
+        resolve_options=resolve_options(config),
+        bucket_seconds=config.tables.bucket_seconds,
+        max_record_bytes=config.fence.max_record_bytes,
+    )
+    worker = WorkerApp(app, topics, table, ingest, config.topics.partitions)
+    bucket_seconds, max_hosts = config.tables.bucket_seconds, config.fence.max_hosts_per_fence
 
-    @app.agent(topics.access, name="access-counter")
-    async def count_access(stream: faust.StreamT[bytes]) -> None:
-        async for value in stream:
-            counter.observe(value)
+    @app.agent(topics.access, name="ingest")
+    async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message_time = event.message.timestamp or time.time()
+            with cluster.reading():
+                out = ingest.process(event.value or b"", cluster.state, message_time)
+            if isinstance(out, DeadLetter):
+                await topics.dead_letter.send(key=event.key, value=out.value, headers=out.headers)
+                continue
+            for edge in out:
+                await topics.edges.send(key=edge.key, value=edge.value)
 
-    @app.timer(interval=5.0)
-    async def report() -> None:
-        log.info("access records seen: %d (%d bytes)", counter.records, counter.bytes)
+    @app.agent(topics.edges, name="learned-state")
+    async def table_agent(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            fence = learned.parse_fence_key(event.key or b"")
+            try:
+                message = orjson.loads(event.value or b"")
+            except orjson.JSONDecodeError:
+                message = None
+            if fence is None or not isinstance(message, dict):
+                worker.counters["edges:malformed"] += 1
+                continue
+            state = learned.decode_state(table.get(event.key))
+            new = learned.apply(state, message, bucket_seconds)
+            if new is None:
+                worker.counters["table:unchanged"] += 1
+                continue
+            if len(new) > max_hosts and len(new) > len(state):
+                worker.counters["hosts:limit"] += 1
+                continue
+            table[event.key] = learned.encode_state(new)
+            worker.counters["table:written"] += 1
+            on_fence_changed(fence)
 
-    return app
+    return worker

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lazystream.config import Config, TablesSettings, TopicsSettings, load_config
-from lazystream.stream.app import AccessCounter, create_app, declare_topics, rocksdb_options
+from lazystream.stream.app import create_app, declare_topics, rocksdb_options
 
 
 def test_app_uses_rocksdb_in_the_worker_data_dir_with_raw_codecs(tmp_path: Path) -> None:
@@ -33,10 +33,3 @@ def test_topics_are_declared_with_settings(tmp_path: Path) -> None:
     assert topics.edges.get_topic_name() == config.topics.edges
     assert topics.dead_letter.get_topic_name() == config.topics.dead_letter
     assert topics.access.partitions == 6
-
-
-def test_access_counter_counts_records_and_bytes() -> None:
-    counter = AccessCounter()
-    for value in (b"abc", None, b"de"):
-        counter.observe(value)
-    assert (counter.records, counter.bytes) == (3, 5)

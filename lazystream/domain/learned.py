@@ -1,0 +1,116 @@
+"""Learned state: the dependencies a fence has learned, and the edge messages that change them.
+
+decisions §1.1: the learned-state table is keyed by fence (``<namespace>/<name>``) and holds, per learned
+host, its first and last observation time (event time) and a count. Every change enters as a message on
+the edges topic keyed by fence — observations, seeds, resets and expiries — and the table agent is its only
+writer. Observations are bucketed by event time: a host already recorded for the current bucket does not
+touch the table again, so only a new host or a new bucket writes.
+
+Everything here is pure: messages are plain dicts (JSON on the wire), state is a plain dict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from lazystream.domain.cluster import ObjectKey
+
+
+class Op(StrEnum):
+    OBSERVE = "observe"
+    SEED = "seed"
+    RESET = "reset"
+    EXPIRE = "expire"
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedHost:
+    first: float
+    last: float
+    count: int
+
+
+LearnedState = dict[str, LearnedHost]
+
+
+def fence_key(key: ObjectKey) -> bytes:
+    """The Kafka key and table key of a fence: ``namespace/name``."""
+    return f"{key.namespace}/{key.name}".encode()
+
+
+def parse_fence_key(data: bytes) -> ObjectKey | None:
+    namespace, sep, name = data.decode(errors="replace").partition("/")
+    return ObjectKey(namespace, name) if sep and namespace and name else None
+
+
+def bucket(event_time: float, bucket_seconds: float) -> int:
+    return math.floor(event_time / bucket_seconds)
+
+
+def observe(host: str, kind: str, event_time: float) -> dict[str, Any]:
+    return {"op": Op.OBSERVE.value, "host": host, "kind": kind, "t": event_time}
+
+
+def seed(hosts: Iterable[str], now: float) -> dict[str, Any]:
+    """Dependencies a fence already had (its ``status.metricStatus``) when lazystream started empty."""
+    return {"op": Op.SEED.value, "hosts": sorted(set(hosts)), "t": now}
+
+
+def reset(now: float) -> dict[str, Any]:
+    """Slime's ``svfReset``: forget everything the fence learned."""
+    return {"op": Op.RESET.value, "t": now}
+
+
+def expire(hosts: Iterable[str], now: float) -> dict[str, Any]:
+    return {"op": Op.EXPIRE.value, "hosts": sorted(set(hosts)), "t": now}
+
+
+def encode_state(state: Mapping[str, LearnedHost]) -> bytes:
+    return orjson.dumps({h: [v.first, v.last, v.count] for h, v in sorted(state.items())})
+
+
+def decode_state(data: bytes | None) -> LearnedState:
+    """A table value back to state; an unreadable value counts as empty (the changelog is ours, but a
+    partial write must never stop the agent)."""
+    if not data:
+        return {}
+    try:
+        raw = orjson.loads(data)
+        return {str(h): LearnedHost(float(v[0]), float(v[1]), int(v[2])) for h, v in raw.items()}
+    except (orjson.JSONDecodeError, TypeError, ValueError, IndexError, AttributeError):
+        return {}
+
+
+def apply(state: LearnedState, message: Mapping[str, Any], bucket_seconds: float) -> LearnedState | None:
+    """The new state after ``message``, or None when the message changes nothing (no table write)."""
+    op = message.get("op")
+    now = float(message.get("t") or 0.0)
+    if op == Op.OBSERVE:
+        host = message.get("host")
+        if not isinstance(host, str) or not host:
+            return None
+        old = state.get(host)
+        if old is not None and bucket(old.last, bucket_seconds) >= bucket(now, bucket_seconds):
+            return None  # already recorded for this bucket (or a late, older record)
+        new = dict(state)
+        new[host] = LearnedHost(now, now, 1) if old is None else LearnedHost(old.first, now, old.count + 1)
+        return new
+    if op == Op.SEED:
+        hosts = [h for h in message.get("hosts") or [] if isinstance(h, str) and h and h not in state]
+        if not hosts:
+            return None
+        return {**state, **{h: LearnedHost(now, now, 0) for h in hosts}}
+    if op == Op.RESET:
+        return {} if state else None
+    if op == Op.EXPIRE:
+        gone = [h for h in message.get("hosts") or [] if h in state]
+        if not gone:
+            return None
+        return {h: v for h, v in state.items() if h not in gone}
+    return None

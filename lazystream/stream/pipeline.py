@@ -1,0 +1,147 @@
+"""The worker's logic between the faust agents and the Kubernetes layer.
+
+``Ingest`` turns one access-log message into edge messages (or a dead letter); ``FenceComputer`` turns a
+fence's learned state and the cluster cache into the desired ServiceFence status and Sidecar. Both call
+the domain core and nothing else: the agents in :mod:`lazystream.stream.app` only move bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from lazystream.domain import learned
+from lazystream.domain.cluster import ClusterState, ObjectKey
+from lazystream.domain.fences import (
+    FenceOptions,
+    compute_domains,
+    expire_transitions,
+    fence_from_object,
+    render_status,
+)
+from lazystream.domain.records import ParseError, parse_record
+from lazystream.domain.resolution import Resolution, ResolveOptions, resolve
+from lazystream.domain.sidecars import render_sidecar
+
+DEDUPE_ENTRIES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeMessage:
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class Ingest:
+    """Parse, resolve, bucket and forward: access records in, edge messages out."""
+
+    resolve_options: ResolveOptions
+    bucket_seconds: float
+    max_record_bytes: int
+    outcomes: Counter[str] = field(default_factory=Counter)
+    """Records by outcome: ``learned``, ``ignored_*``, ``rejected_*`` and ``dead_letter:<reason>``."""
+    recent_rejections: OrderedDict[tuple[str, str], str] = field(default_factory=OrderedDict)
+    """(fence, host) → reason of the latest rejected hosts, for "explain" (bounded)."""
+    _seen: OrderedDict[tuple[bytes, str], int] = field(default_factory=OrderedDict)
+
+    def process(
+        self, data: bytes, cluster: ClusterState, message_time: float
+    ) -> list[EdgeMessage] | DeadLetter:
+        record = parse_record(data, max_bytes=self.max_record_bytes)
+        if isinstance(record, ParseError):
+            self.outcomes[f"dead_letter:{record.problem}"] += 1
+            headers = [
+                ("lazystream-reason", record.problem.value.encode()),
+                ("lazystream-detail", record.detail.encode()),
+            ]
+            return DeadLetter(data, headers)
+        result = resolve(record, cluster, self.resolve_options)
+        self.outcomes[result.outcome] += 1
+        if result.outcome.startswith("rejected") and result.host:
+            self._remember_rejection(result)
+        return self._edges(result, message_time)
+
+    def _edges(self, result: Resolution, message_time: float) -> list[EdgeMessage]:
+        event_time = result.event_time if result.event_time is not None else message_time
+        current = learned.bucket(event_time, self.bucket_seconds)
+        out = []
+        for edge in result.edges:
+            key = learned.fence_key(edge.fence)
+            seen = self._seen.get((key, edge.host))
+            if seen is not None and seen >= current:
+                continue  # already forwarded for this bucket: the table would not change
+            self._seen[(key, edge.host)] = current
+            self._seen.move_to_end((key, edge.host))
+            if len(self._seen) > DEDUPE_ENTRIES:
+                self._seen.popitem(last=False)
+            out.append(EdgeMessage(key, orjson.dumps(learned.observe(edge.host, edge.kind, event_time))))
+        return out
+
+    def _remember_rejection(self, result: Resolution) -> None:
+        for source in result.sources:
+            entry = (f"{source.namespace}/{source.name}", str(result.host))
+            self.recent_rejections[entry] = result.outcome
+            self.recent_rejections.move_to_end(entry)
+        while len(self.recent_rejections) > 1000:
+            self.recent_rejections.popitem(last=False)
+
+
+@dataclass
+class FencePlan:
+    """What a fence should look like, and what the cache last saw of it."""
+
+    status: dict[str, Any]
+    sidecar: dict[str, Any] | None
+    observed_status: dict[str, Any] | None
+    observed_sidecar: dict[str, Any] | None
+    hosts: set[str]
+
+
+@dataclass
+class FenceComputer:
+    """Desired status and Sidecar of one fence from its learned state and the cluster (the same domain
+    functions ``lazystream render`` runs)."""
+
+    fence_options: FenceOptions
+    clock: Callable[[], float] = time.time
+    _expire_wait_since: dict[ObjectKey, dict[str, float]] = field(default_factory=dict)
+
+    def plan(
+        self,
+        fence_obj: dict[str, Any],
+        learned_hosts: Iterable[str],
+        cluster: ClusterState,
+        observed_sidecar: dict[str, Any] | None,
+    ) -> FencePlan:
+        fence = fence_from_object(fence_obj)
+        now = self.clock()
+        hosts = set(learned_hosts) if fence.spec.enable else set(fence.learned)
+        domains = compute_domains(fence, hosts, cluster, self.fence_options, now)
+        since = self._expire_wait_since.get(fence.key, {})
+        domains, since = expire_transitions(
+            domains, fence.domains, since, now, self.fence_options.refresh_period
+        )
+        self._expire_wait_since[fence.key] = since
+        return FencePlan(
+            status=render_status(domains, hosts),
+            sidecar=render_sidecar(fence, domains, cluster, self.fence_options),
+            observed_status=fence_obj.get("status"),
+            observed_sidecar=observed_sidecar,
+            hosts={h for d in domains.values() for h in d.hosts}
+            | {k for k in domains if not k.endswith("/*")},
+        )
+
+    def forget(self, key: ObjectKey) -> None:
+        self._expire_wait_since.pop(key, None)

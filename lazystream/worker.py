@@ -1,0 +1,165 @@
+"""``lazystream worker``: wires the faust app, the Kubernetes watch cache and the API-server sink.
+
+This is the one module that knows all three layers. Startup: the app starts its agents and recovers the
+learned-state table; the watch cache lists the cluster; the sink starts; if learned state is empty, fences
+are seeded from their ``status.metricStatus`` through the edges topic. From then on a table write, a
+cluster change or the periodic refresh schedules a fence, and the sink writes what the domain core
+computes for it. SIGTERM stops the sink (after a last drain) and the watches, then faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+
+from lazystream.config import Config
+from lazystream.domain import learned
+from lazystream.domain.cluster import ObjectKey
+from lazystream.domain.fences import learned_from_metric_status
+from lazystream.kube.cache import ClusterCache
+from lazystream.kube.client import api_client
+from lazystream.kube.writer import Desired, FenceSink, Observed
+from lazystream.options import fence_options
+from lazystream.stream.app import WorkerApp, create_worker_app
+from lazystream.stream.pipeline import FenceComputer
+
+log = logging.getLogger(__name__)
+CACHE_SYNC_TIMEOUT = 120.0
+
+
+class Worker:
+    """One lazystream worker process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.api = api_client(config.kube.kubeconfig)
+        self.computer = FenceComputer(fence_options(config))
+        self.cache = ClusterCache(
+            self.api, cluster_domain=config.fence.cluster_domain, on_change=self._on_cluster_change
+        )
+        self.sink = FenceSink(
+            self.api,
+            compute=self.compute,
+            coalesce_seconds=config.sink.coalesce_seconds,
+            concurrency=config.sink.concurrency,
+            field_manager=config.sink.field_manager,
+        )
+        self.stream: WorkerApp = create_worker_app(config, self.cache, self._on_fence_learned)
+        self.ready = asyncio.Event()
+        self._seeded = False
+        self._install_lifecycle(self.stream.app)
+
+    @property
+    def app(self) -> faust.App:
+        return self.stream.app
+
+    # -- scheduling ---------------------------------------------------------------------------------------
+
+    def _on_fence_learned(self, key: ObjectKey) -> None:
+        if self.ready.is_set():
+            self.sink.schedule(key)
+
+    def _on_cluster_change(self, keys: set[ObjectKey], reason: str) -> None:
+        """Called from a watch thread."""
+        if self.ready.is_set():
+            for key in keys:
+                self.sink.schedule_threadsafe(key)
+
+    def schedule_owned(self) -> int:
+        with self.cache.reading():
+            keys = list(self.cache.fences)
+        owned = [k for k in keys if self.stream.owns(k)]
+        for key in owned:
+            self.sink.schedule(key)
+        return len(owned)
+
+    # -- computing ------------------------------------------------------------------------------------
+
+    def compute(self, key: ObjectKey) -> tuple[Desired, Observed] | None:
+        """What the sink writes for ``key`` now; None when the fence is gone or not this worker's."""
+        if self.app.in_recovery or not self.stream.owns(key):
+            return None
+        with self.cache.reading():
+            fence = self.cache.fences.get(key)
+            if fence is None:
+                self.computer.forget(key)
+                self.cache.forget_fence(key)
+                return None
+            plan = self.computer.plan(
+                fence, self.stream.learned_hosts(key), self.cache.state, self.cache.sidecars.get(key)
+            )
+        self.cache.set_fence_hosts(key, plan.hosts)
+        return (
+            Desired(status=plan.status, sidecar=plan.sidecar),
+            Observed(status=plan.observed_status, sidecar=plan.observed_sidecar),
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def seed(self) -> int:
+        """On a start with empty learned state: each owned fence's ``status.metricStatus`` becomes a seed
+        message on the edges topic (decisions §1.1)."""
+        if not self.config.fence.seed_from_status or not self.stream.is_empty():
+            return 0
+        with self.cache.reading():
+            fences = [
+                (k, learned_from_metric_status((f.get("status") or {}).get("metricStatus")))
+                for k, f in self.cache.fences.items()
+            ]
+        count = 0
+        for key, hosts in fences:
+            if hosts and self.stream.owns(key):
+                await self.stream.send_edge(key, learned.seed(hosts, self.computer.clock()))
+                count += 1
+        return count
+
+    def _install_lifecycle(self, app: faust.App) -> None:
+        worker = self
+
+        @app.task
+        async def start_kubernetes() -> None:
+            worker.cache.start()
+            synced = await asyncio.to_thread(worker.cache.wait_synced, CACHE_SYNC_TIMEOUT)
+            if not synced:
+                log.error(
+                    "cluster cache not synced after %.0f s; continuing with what is listed",
+                    CACHE_SYNC_TIMEOUT,
+                )
+            await worker.sink.start()
+            await app.tables.recovery.completed.wait()  # type: ignore[attr-defined]  # learned state recovered from changelog/RocksDB
+            seeded = await worker.seed()
+            worker.ready.set()
+            log.info(
+                "lazystream ready: %d fences seeded, %d fences scheduled", seeded, worker.schedule_owned()
+            )
+
+        @app.timer(interval=self.config.fence.refresh_period_seconds)
+        async def refresh() -> None:
+            """Slime's tick: deadlines, EXPIREWAIT and anything missed are re-evaluated."""
+            if worker.ready.is_set():
+                worker.schedule_owned()
+
+        @app.timer(interval=5.0)
+        async def report() -> None:
+            log.info("lazystream: %s", worker.summary())
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def stop_kubernetes(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+            await worker.sink.stop()
+            await asyncio.to_thread(worker.cache.stop)
+            worker.api.close()
+
+    def summary(self) -> str:
+        parts = [f"{n} {k}" for k, n in sorted(self.stream.ingest.outcomes.items())]
+        parts += [f"{n} {k}" for k, n in sorted(self.stream.counters.items())]
+        parts += [f"{n} {k}" for k, n in sorted(self.sink.writes_total.items())]
+        return ", ".join(parts) or "idle"
+
+
+def run(config: Config, loglevel: str) -> None:
+    """Run until SIGTERM/SIGINT."""
+    worker = Worker(config)
+    faust.Worker(worker.app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -1,0 +1,46 @@
+"""Learned state and its messages (decisions §1.1)."""
+
+from __future__ import annotations
+
+from lazystream.domain import learned
+from lazystream.domain.cluster import ObjectKey
+from lazystream.domain.learned import LearnedHost, apply
+
+B = 10.0
+
+
+def test_observations_write_only_new_hosts_or_new_buckets() -> None:
+    s1 = apply({}, learned.observe("a", "fallback", 100.0), B)
+    assert s1 == {"a": LearnedHost(100.0, 100.0, 1)}
+    assert apply(s1, learned.observe("a", "direct", 109.9), B) is None  # same bucket [100, 110)
+    assert apply(s1, learned.observe("a", "direct", 95.0), B) is None  # older: nothing to record
+    s2 = apply(s1, learned.observe("a", "direct", 110.0), B)
+    assert s2 == {"a": LearnedHost(100.0, 110.0, 2)}
+    s3 = apply(s2, learned.observe("b", "fallback", 111.0), B)
+    assert s3 == {"a": LearnedHost(100.0, 110.0, 2), "b": LearnedHost(111.0, 111.0, 1)}
+
+
+def test_seed_reset_expire() -> None:
+    state = {"a": LearnedHost(1.0, 2.0, 3)}
+    seeded = apply(state, learned.seed(["a", "b"], 50.0), B)
+    assert seeded == {"a": LearnedHost(1.0, 2.0, 3), "b": LearnedHost(50.0, 50.0, 0)}
+    assert apply(seeded, learned.seed(["a"], 60.0), B) is None
+    assert apply(seeded, learned.expire(["b", "zz"], 70.0), B) == {"a": LearnedHost(1.0, 2.0, 3)}
+    assert apply(seeded, learned.expire(["zz"], 70.0), B) is None
+    assert apply(seeded, learned.reset(80.0), B) == {}
+    assert apply({}, learned.reset(80.0), B) is None
+
+
+def test_bad_messages_change_nothing() -> None:
+    for message in ({}, {"op": "observe"}, {"op": "observe", "host": 3}, {"op": "nope"}, {"op": "seed"}):
+        assert apply({"a": LearnedHost(1, 1, 1)}, message, B) is None
+
+
+def test_encoding_round_trip_and_keys() -> None:
+    state = {"b": LearnedHost(1.5, 2.5, 3), "a": LearnedHost(0.0, 0.0, 0)}
+    assert learned.decode_state(learned.encode_state(state)) == state
+    assert learned.decode_state(b"garbage") == {}
+    assert learned.decode_state(None) == {}
+    assert learned.fence_key(ObjectKey("default", "productpage")) == b"default/productpage"
+    assert learned.parse_fence_key(b"default/productpage") == ObjectKey("default", "productpage")
+    assert learned.parse_fence_key(b"nonsense") is None

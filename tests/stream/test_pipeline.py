@@ -1,0 +1,99 @@
+"""The worker's logic between agents and Kubernetes, without Kafka: ingest and fence computation."""
+
+from __future__ import annotations
+
+import orjson
+
+from lazystream.domain.fences import FenceOptions
+from lazystream.domain.resolution import ResolveOptions
+from lazystream.stream.pipeline import DeadLetter, FenceComputer, Ingest
+from lazystream.testing import bookinfo, istio_text_line
+from lazystream.testing.cluster import BOOKINFO_IPS
+
+MESH = bookinfo().build()
+
+
+def line(authority: str, t: float) -> bytes:
+    return istio_text_line(
+        authority=authority,
+        upstream_cluster="inbound|80||",
+        downstream_remote_address=f"{BOOKINFO_IPS['productpage']}:1",
+        start_time=t,
+    ).encode()
+
+
+def ingest() -> Ingest:
+    return Ingest(ResolveOptions(), bucket_seconds=10.0, max_record_bytes=65536)
+
+
+def test_edges_are_keyed_by_fence_and_deduplicated_per_bucket() -> None:
+    i = ingest()
+    first = i.process(line("details", 100.0), MESH, 0.0)
+    assert not isinstance(first, DeadLetter)
+    assert [(e.key, orjson.loads(e.value)) for e in first] == [
+        (
+            b"default/productpage",
+            {"op": "observe", "host": "details.default.svc.cluster.local", "kind": "fallback", "t": 100.0},
+        )
+    ]
+    assert i.process(line("details:9080", 105.0), MESH, 0.0) == []  # same bucket: nothing forwarded
+    assert len(i.process(line("details", 111.0), MESH, 0.0)) == 1  # next bucket
+    assert i.outcomes == {"learned": 3}
+
+
+def test_malformed_records_become_dead_letters_with_the_original_bytes() -> None:
+    i = ingest()
+    out = i.process(b"\x00garbage", MESH, 0.0)
+    assert isinstance(out, DeadLetter)
+    assert out.value == b"\x00garbage"
+    assert dict(out.headers)["lazystream-reason"] == b"unrecognised_line"
+    assert i.outcomes == {"dead_letter:unrecognised_line": 1}
+
+
+def test_rejections_are_counted_and_remembered_for_explain() -> None:
+    i = ingest()
+    assert i.process(line("evil.example.net", 1.0), MESH, 0.0) == []
+    assert i.outcomes == {"rejected_not_admitted": 1}
+    assert dict(i.recent_rejections) == {("default/productpage", "evil.example.net"): "rejected_not_admitted"}
+
+
+def test_missing_event_time_falls_back_to_the_message_time() -> None:
+    record = orjson.dumps(
+        {
+            "authority": "details",
+            "upstream_cluster": "inbound|80||",
+            "downstream_remote_address": "10.244.0.15:1",
+        }
+    )
+    (edge,) = ingest().process(record, MESH, 42.0)
+    assert orjson.loads(edge.value)["t"] == 42.0
+
+
+def test_fence_computer_plans_status_sidecar_and_expirewait() -> None:
+    fence = {
+        "metadata": {"name": "productpage", "namespace": "default", "uid": "u"},
+        "spec": {"enable": True, "workloadSelector": {"fromService": True}},
+    }
+    clock = iter([100.0, 101.0, 200.0]).__next__
+    computer = FenceComputer(FenceOptions(refresh_period=10.0), clock=clock)
+    plan = computer.plan(fence, {"details.default.svc.cluster.local"}, MESH, None)
+    assert list(plan.status["domains"]) == ["details.default.svc.cluster.local"]
+    assert plan.sidecar is not None
+    assert "details.default.svc.cluster.local" in plan.hosts
+    # the host is gone from learned state: EXPIREWAIT first, gone a full period later
+    written = {**fence, "status": plan.status}
+    wait = computer.plan(written, set(), MESH, None)
+    assert wait.status["domains"]["details.default.svc.cluster.local"]["status"] == "EXPIREWAIT"
+    gone = computer.plan({**fence, "status": wait.status}, set(), MESH, None)
+    assert gone.status["domains"] == {}
+
+
+def test_disabled_fence_keeps_its_status_and_has_no_sidecar() -> None:
+    fence = {
+        "metadata": {"name": "productpage", "namespace": "default"},
+        "spec": {"enable": False},
+        "status": {"metricStatus": {'{destination_service="details.default.svc.cluster.local"}': "1"}},
+    }
+    plan = FenceComputer(FenceOptions()).plan(fence, {"ratings.default.svc.cluster.local"}, MESH, None)
+    assert plan.sidecar is None
+    assert list(plan.status["metricStatus"]) == ['{destination_service="details.default.svc.cluster.local"}']
