@@ -19,15 +19,17 @@ from lazystream.config import Config
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import learned_from_metric_status
-from lazystream.kube.cache import ClusterCache
 from lazystream.kube.client import api_client
-from lazystream.kube.writer import Desired, FenceSink, Observed
+from lazystream.kube.informers import ClusterCache
+from lazystream.kube.sink import Desired, FenceSink, Observed
 from lazystream.options import fence_options
 from lazystream.stream.app import WorkerApp, create_worker_app
 from lazystream.stream.pipeline import FenceComputer
 
 log = logging.getLogger(__name__)
 CACHE_SYNC_TIMEOUT = 120.0
+FULL_SWEEP_TICKS = 30
+"""Every this many refresh ticks, every owned fence is recomputed (the sink skips what is unchanged)."""
 
 
 class Worker:
@@ -49,7 +51,7 @@ class Worker:
         )
         self.stream: WorkerApp = create_worker_app(config, self.cache, self._on_fence_learned)
         self.ready = asyncio.Event()
-        self._seeded = False
+        self.ticks = 0
         self._install_lifecycle(self.stream.app)
 
     @property
@@ -138,9 +140,14 @@ class Worker:
 
         @app.timer(interval=self.config.fence.refresh_period_seconds)
         async def refresh() -> None:
-            """Slime's tick: deadlines, EXPIREWAIT and anything missed are re-evaluated."""
+            """Slime's tick: fences with deadlines or EXPIREWAIT entries are re-evaluated."""
             if worker.ready.is_set():
-                worker.schedule_owned()
+                worker.ticks += 1
+                if worker.ticks % FULL_SWEEP_TICKS == 0:
+                    worker.schedule_owned()  # also catches fences this worker was newly assigned
+                else:
+                    for key in list(worker.computer.timed):
+                        worker.sink.schedule(key)
 
         @app.timer(interval=5.0)
         async def report() -> None:

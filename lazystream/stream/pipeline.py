@@ -117,6 +117,9 @@ class FenceComputer:
     fence_options: FenceOptions
     clock: Callable[[], float] = time.time
     _expire_wait_since: dict[ObjectKey, dict[str, float]] = field(default_factory=dict)
+    timed: set[ObjectKey] = field(default_factory=set)
+    """Fences whose output depends on the clock (EXPIREWAIT entries, deadlines): the refresh tick
+    recomputes these, not every fence."""
 
     def plan(
         self,
@@ -134,6 +137,12 @@ class FenceComputer:
             domains, fence.domains, since, now, self.fence_options.refresh_period
         )
         self._expire_wait_since[fence.key] = since
+        if since or any(
+            s.deadline is not None or s.auto_duration is not None for s in fence.spec.hosts.values()
+        ):
+            self.timed.add(fence.key)
+        else:
+            self.timed.discard(fence.key)
         return FencePlan(
             status=render_status(domains, hosts),
             sidecar=render_sidecar(fence, domains, cluster, self.fence_options),
@@ -145,3 +154,4 @@ class FenceComputer:
 
     def forget(self, key: ObjectKey) -> None:
         self._expire_wait_since.pop(key, None)
+        self.timed.discard(key)

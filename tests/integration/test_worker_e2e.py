@@ -48,7 +48,7 @@ def bookinfo_in(namespace: str) -> tuple[ClusterBuilder, dict[str, str]]:
     return builder, ips
 
 
-def apply_objects(dynamic: DynamicClient, objects: list[dict[str, Any]]) -> None:
+def apply_objects(dynamic: DynamicClient, objects: list[dict[str, Any]], manager: str = "test-setup") -> None:
     for obj in objects:
         api_version = obj.get("apiVersion", "v1")
         resource = dynamic.resources.get(api_version=api_version, kind=obj["kind"])
@@ -56,7 +56,8 @@ def apply_objects(dynamic: DynamicClient, objects: list[dict[str, Any]]) -> None
             body=obj,
             name=obj["metadata"]["name"],
             namespace=obj["metadata"]["namespace"],
-            field_manager="test-setup",
+            field_manager=manager,
+            force_conflicts=True,
         )
 
 

@@ -99,7 +99,7 @@ start() {
     --authorization-mode=RBAC \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range=10.0.0.0/16 \
     --disable-admission-plugins=ServiceAccount \
     --allow-privileged=true --profiling=false --cert-dir="$PKI" \
     --audit-policy-file="$HERE/audit-policy.yaml" \

@@ -1,0 +1,193 @@
+"""Records/s through ``lazystream worker`` next to a bare consumer (aiokafka ``getmany`` + ``orjson.loads``)
+on the same topic in the same run, and produce-to-Sidecar latency p50/p99.
+
+Needs the real servers: ``eval "$(scripts/infra/servers.sh env)"; python -m bench.bench_worker``.
+Targets (issue 5): worker >= 0.3 x the bare consumer and >= 10k records/s; p99 <= 2 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from kubernetes import client
+
+from lazystream.kube.client import api_client, dynamic_client
+from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
+
+PARTITIONS = 4
+
+
+@dataclass
+class WorkerFigures:
+    records: int
+    bare_rps: float
+    worker_rps: float
+    latencies: list[float]
+
+    def __str__(self) -> str:
+        lat = sorted(self.latencies)
+        p50 = statistics.median(lat) if lat else float("nan")
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+        return (
+            f"{self.records} records: bare consumer {self.bare_rps:,.0f}/s, worker {self.worker_rps:,.0f}/s "
+            f"(x{self.worker_rps / self.bare_rps:.2f}); produce-to-Sidecar p50 {p50:.2f} s, p99 {p99:.2f} s "
+            f"({len(lat)} samples)"
+        )
+
+
+def setup_cluster(api: client.ApiClient, namespace: str, fences: int, targets: int) -> list[str]:
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    builder = ClusterBuilder()
+    ips = []
+    for i in range(fences):
+        ip = f"10.252.{abs(hash(namespace)) % 250}.{10 + i}"
+        builder.service(f"caller-{i}", namespace, ips=[ip]).fence(
+            f"caller-{i}", namespace, workloadSelector={"fromService": True}
+        )
+        ips.append(ip)
+    for j in range(targets):
+        builder.service(f"target-{j}", namespace)
+    dyn = dynamic_client(api)
+    for obj in builder.items:
+        if obj["kind"] == "Namespace":
+            continue
+        resource = dyn.resources.get(api_version=obj.get("apiVersion", "v1"), kind=obj["kind"])
+        resource.server_side_apply(
+            body=obj, name=obj["metadata"]["name"], namespace=namespace, field_manager="bench"
+        )
+    return ips
+
+
+async def fill(bootstrap: str, topic: str, ips: list[str], targets: int, count: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        pending = []
+        for n in range(count):
+            record = global_sidecar_record(
+                authority=f"target-{(n // len(ips)) % targets}",
+                peer_address=f"{ips[n % len(ips)]}:{n % 60000}",
+                time=time.time(),
+            )
+            pending.append(producer.send(topic, fluent_bit(record)))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def bare_consumer(bootstrap: str, topic: str, count: int) -> float:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", max_poll_records=5000
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        start, seen = time.perf_counter(), 0
+        while seen < count:
+            for batch in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                for message in batch:
+                    orjson.loads(message.value)
+                seen += len(batch)
+        return count / (time.perf_counter() - start)
+    finally:
+        await consumer.stop()
+
+
+async def group_done(bootstrap: str, group: str, topic: str, count: int) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset > 0) >= count
+    finally:
+        await admin.close()
+
+
+def sidecar_hosts(api: client.ApiClient, namespace: str, name: str) -> list[str]:
+    try:
+        obj = (
+            dynamic_client(api)
+            .resources.get(api_version="networking.istio.io/v1alpha3", kind="Sidecar")
+            .get(name=name, namespace=namespace)
+        )
+    except Exception:
+        return []
+    return list(obj.spec.egress[0].hosts)
+
+
+async def run(count: int = 100_000, samples: int = 30) -> WorkerFigures:
+    bootstrap = os.environ["LAZYSTREAM_TEST_KAFKA_BOOTSTRAP"]
+    kubeconfig = Path(os.environ["LAZYSTREAM_TEST_KUBECONFIG"])
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    api = api_client(kubeconfig)
+    ips = setup_cluster(api, run_id, fences=20, targets=samples + 10)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(f"{run_id}-access", PARTITIONS, 1)])
+    await admin.close()
+    await fill(bootstrap, f"{run_id}-access", ips, 10, count)
+    bare = await bare_consumer(bootstrap, f"{run_id}-access", count)
+
+    data = Path(tempfile.mkdtemp(prefix="lazystream-bench-"))
+    env = dict(
+        os.environ,
+        KUBECONFIG=str(kubeconfig),
+        LAZYSTREAM_KAFKA_BOOTSTRAP=bootstrap,
+        LAZYSTREAM_KAFKA_APP_ID=run_id,
+        LAZYSTREAM_TOPICS_ACCESS=f"{run_id}-access",
+        LAZYSTREAM_TOPICS_EDGES=f"{run_id}-edges",
+        LAZYSTREAM_TOPICS_DEAD_LETTER=f"{run_id}-dlq",
+        LAZYSTREAM_TOPICS_PARTITIONS=str(PARTITIONS),
+        LAZYSTREAM_TABLES_DATA_DIR=str(data / "data"),
+        LAZYSTREAM_WEB_PORT="0",
+    )
+    log = (data / "worker.log").open("wb")
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("lazystream")), "worker", env=env, stdout=log, stderr=log
+    )
+    try:
+        while not await group_done(bootstrap, run_id, f"{run_id}-access", count):
+            await asyncio.sleep(0.5)
+        worker_rps = count / (time.perf_counter() - start)  # includes start-up: a lower bound
+        latencies = []
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for k in range(samples):
+                host = f"target-{10 + k}"
+                record = global_sidecar_record(authority=host, peer_address=f"{ips[0]}:1", time=time.time())
+                sent = time.perf_counter()
+                await producer.send_and_wait(f"{run_id}-access", fluent_bit(record))
+                while f"*/{host}.{run_id}.svc.cluster.local" not in sidecar_hosts(api, run_id, "caller-0"):
+                    await asyncio.sleep(0.02)
+                    if time.perf_counter() - sent > 30:
+                        raise RuntimeError(f"{host} never reached the Sidecar")
+                latencies.append(time.perf_counter() - sent)
+                await asyncio.sleep(0.6)  # past the coalescing interval: each sample is a fresh write
+        finally:
+            await producer.stop()
+    finally:
+        proc.terminate()
+        await proc.wait()
+        log.close()
+        api.close()
+    return WorkerFigures(count, bare, worker_rps, latencies)
+
+
+if __name__ == "__main__":
+    print(asyncio.run(run(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)))
