@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -26,6 +27,12 @@ from lazystream.kube.client import api_client, dynamic_client
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 
 PARTITIONS = 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -107,12 +114,12 @@ async def bare_consumer(bootstrap: str, topic: str, count: int) -> float:
         await consumer.stop()
 
 
-async def group_done(bootstrap: str, group: str, topic: str, count: int) -> bool:
+async def committed(bootstrap: str, group: str, topic: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
-        return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset > 0) >= count
+        return sum(max(0, o.offset) for tp, o in offsets.items() if tp.topic == topic)
     finally:
         await admin.close()
 
@@ -153,7 +160,7 @@ async def run(count: int = 100_000, samples: int = 30) -> WorkerFigures:
         LAZYSTREAM_TOPICS_DEAD_LETTER=f"{run_id}-dlq",
         LAZYSTREAM_TOPICS_PARTITIONS=str(PARTITIONS),
         LAZYSTREAM_TABLES_DATA_DIR=str(data / "data"),
-        LAZYSTREAM_WEB_PORT="0",
+        LAZYSTREAM_WEB_PORT=str(free_port()),
     )
     log = (data / "worker.log").open("wb")
     start = time.perf_counter()
@@ -161,9 +168,17 @@ async def run(count: int = 100_000, samples: int = 30) -> WorkerFigures:
         str(Path(sys.executable).with_name("lazystream")), "worker", env=env, stdout=log, stderr=log
     )
     try:
-        while not await group_done(bootstrap, run_id, f"{run_id}-access", count):
-            await asyncio.sleep(0.5)
-        worker_rps = count / (time.perf_counter() - start)  # includes start-up: a lower bound
+        # steady state: from the first commit to the last (start-up and the first fetch excluded)
+        first: tuple[float, int] | None = None
+        while (done := await committed(bootstrap, run_id, f"{run_id}-access")) < count:
+            if proc.returncode is not None:
+                raise RuntimeError(f"worker exited; see {data / 'worker.log'}")
+            if first is None and done > 0:
+                first = (time.perf_counter(), done)
+            await asyncio.sleep(0.2)
+        if first is None:
+            first = (start, 0)
+        worker_rps = (count - first[1]) / (time.perf_counter() - first[0])
         latencies = []
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
         await producer.start()

@@ -36,71 +36,85 @@ export LAZYSTREAM_TABLES_DATA_DIR=$RUN_DIR/data LAZYSTREAM_WEB_PORT=${LAZYSTREAM
 step "CRDs: ServiceFence and the Istio kinds"
 "$PY/lazystream" crds apply
 
+step "Bookinfo in the API server: Services, EndpointSlices, Pods and four ServiceFences"
+"$PY/python" - <<'PY'
+from lazystream.kube.client import api_client, dynamic_client
+from lazystream.testing import bookinfo
+
+with api_client() as api:
+    dynamic = dynamic_client(api)
+    for obj in bookinfo().objects():
+        meta = obj["metadata"]
+        resource = dynamic.resources.get(api_version=obj.get("apiVersion", "v1"), kind=obj["kind"])
+        resource.server_side_apply(
+            body=obj, name=meta["name"], namespace=meta.get("namespace"), field_manager="demo", force_conflicts=True
+        )
+        print(f"applied {obj['kind']:<15} {meta.get('namespace', '')}/{meta['name']}")
+PY
+
 step "lazystream worker"
 "$PY/lazystream" worker > "$RUN_DIR/worker.log" 2>&1 &
 worker_pid=$!
-for _ in $(seq 1 360); do
-  grep -q "Ready" "$RUN_DIR/worker.log" && break
+for _ in $(seq 1 480); do
+  grep -q "lazystream ready" "$RUN_DIR/worker.log" && break
   kill -0 "$worker_pid" 2>/dev/null || { cat "$RUN_DIR/worker.log"; exit 1; }
   sleep 0.25
 done
+grep -q "lazystream ready" "$RUN_DIR/worker.log" || { tail -30 "$RUN_DIR/worker.log"; exit 1; }
 echo "worker ready (log: $RUN_DIR/worker.log)"
 
-step "Traffic: global-sidecar access-log lines onto $LAZYSTREAM_TOPICS_ACCESS"
-"$PY/python" - "$RUN_DIR" <<'PY'
-import asyncio, os, sys
-from pathlib import Path
+step "Traffic: the global-sidecar's access-log lines onto $LAZYSTREAM_TOPICS_ACCESS, then the learned Sidecar"
+"$PY/python" - <<'PY'
+import asyncio, os, time
 
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from lazystream.testing import bookinfo, istio_text_line
+from lazystream.kube.client import api_client, dynamic_client
+from lazystream.testing import istio_text_line
 
-# productpage (10.244.0.15) calls details, reviews and, twice, a host nobody declared; the global-sidecar's
+# productpage (10.244.0.15) calls details, reviews, ratings and a host nobody declared; the global-sidecar's
 # proxy logs each fallback call in Istio's default text format, with productpage as the peer.
 CALLS = ["details:9080", "reviews:9080", "details:9080", "evil.example.net", "ratings.default:9080"]
 LINES = [
-    istio_text_line(authority=a, upstream_cluster="inbound|80||", downstream_remote_address=f"10.244.0.15:{50000 + i}")
+    istio_text_line(authority=a, upstream_cluster="inbound|80||", downstream_remote_address=f"10.244.0.15:{50000 + i}",
+                    start_time=time.time())
     for i, a in enumerate(CALLS)
 ]
-run_dir = Path(sys.argv[1])
-(run_dir / "access.log").write_text("\n".join(LINES) + "\n")
-(run_dir / "cluster.yaml").write_text(yaml.safe_dump_all(bookinfo().objects(), sort_keys=False))
 
 
-async def main() -> None:
+async def send() -> float:
     producer = AIOKafkaProducer(bootstrap_servers=os.environ["LAZYSTREAM_KAFKA_BOOTSTRAP"])
     await producer.start()
     try:
         for line in LINES:
             await producer.send_and_wait(os.environ["LAZYSTREAM_TOPICS_ACCESS"], line.encode())
-            print("sent:", line[:60], "...", line.split('"')[11], "from 10.244.0.15")
+            print("sent:", line.split('"')[11], "from 10.244.0.15")
     finally:
         await producer.stop()
+    return time.monotonic()
 
-asyncio.run(main())
-PY
 
-step "What the worker saw"
-for _ in $(seq 1 60); do
-  line=$(grep -o "access records seen: [1-9][0-9]* ([0-9]* bytes)" "$RUN_DIR/worker.log" | tail -1 || true)
-  [ -n "$line" ] && { echo "$line"; break; }
-  sleep 0.5
-done
-[ -n "$line" ] || { echo "worker reported nothing:"; tail -30 "$RUN_DIR/worker.log"; exit 1; }
-
-step "What lazystream learns from them: lazystream render (the worker's code, offline)"
-"$PY/lazystream" render --access-log "$RUN_DIR/access.log" --cluster "$RUN_DIR/cluster.yaml" > "$RUN_DIR/render.yaml"
-"$PY/python" - "$RUN_DIR/render.yaml" <<'PY'
-import sys
-
-import yaml
-
-for obj in yaml.safe_load_all(open(sys.argv[1])):
-    if obj["metadata"]["name"] == "productpage" and obj["kind"] in ("ServiceFence", "Sidecar"):
-        shown = {"kind": obj["kind"], "metadata": {"name": "productpage", "namespace": "default"}}
-        shown["status" if obj["kind"] == "ServiceFence" else "spec"] = obj.get("status") or obj["spec"]
-        print(yaml.safe_dump(shown, sort_keys=False), end="---\n")
+sent = asyncio.run(send())
+with api_client() as api:
+    sidecars = dynamic_client(api).resources.get(api_version="networking.istio.io/v1alpha3", kind="Sidecar")
+    fences = dynamic_client(api).resources.get(api_version="microservice.slime.io/v1alpha1", kind="ServiceFence")
+    hosts: list[str] = []
+    while time.monotonic() - sent < 60:
+        try:
+            hosts = list(sidecars.get(name="productpage", namespace="default").spec.egress[0].hosts)
+        except Exception:
+            hosts = []
+        if "*/ratings.default.svc.cluster.local" in hosts:
+            break
+        time.sleep(0.1)
+    print(f"\nproductpage's Sidecar learned its dependencies {time.monotonic() - sent:.2f} s after the last record:\n")
+    sidecar = sidecars.get(name="productpage", namespace="default").to_dict()
+    print(yaml.safe_dump({"kind": "Sidecar", "metadata": {"name": "productpage", "namespace": "default"},
+                          "spec": sidecar["spec"]}, sort_keys=False), end="---\n")
+    fence = fences.get(name="productpage", namespace="default").to_dict()
+    print(yaml.safe_dump({"kind": "ServiceFence", "metadata": {"name": "productpage", "namespace": "default"},
+                          "status": fence["status"]}, sort_keys=False))
 PY
 echo "(evil.example.net is declared by no Service, ServiceEntry or VirtualService: not admitted)"
 echo
