@@ -21,6 +21,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 from kubernetes import client
 
 from lazystream.kube.client import api_client, dynamic_client
@@ -120,6 +121,8 @@ async def committed(bootstrap: str, group: str, topic: str) -> int:
     try:
         offsets = await admin.list_consumer_group_offsets(group)
         return sum(max(0, o.offset) for tp, o in offsets.items() if tp.topic == topic)
+    except KafkaError:  # the group (or its coordinator) does not exist yet
+        return 0
     finally:
         await admin.close()
 
