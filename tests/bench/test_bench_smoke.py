@@ -50,3 +50,20 @@ def test_render_benchmark_runs() -> None:
     assert figures.parse_s > 0
     assert figures.render_s > 0
     assert "records/s" in str(figures)
+
+
+@pytest.mark.kafka
+@pytest.mark.kube
+@pytest.mark.timeout(240)
+async def test_worker_benchmark_runs(kafka_bootstrap: str, kube_server) -> None:
+    import os
+
+    from bench import bench_worker
+
+    if "LAZYSTREAM_TEST_KAFKA_BOOTSTRAP" not in os.environ:
+        pytest.skip("the worker benchmark runs against the local servers only")
+    figures = await bench_worker.run(count=2000, samples=3)
+    assert figures.bare_rps > 0
+    assert figures.worker_rps > 0
+    assert len(figures.latencies) == 3
+    assert "produce-to-Sidecar" in str(figures)
