@@ -73,16 +73,24 @@ class Worker:
     def schedule_owned(self) -> int:
         with self.cache.reading():
             keys = list(self.cache.fences)
-        owned = [k for k in keys if self.stream.owns(k)]
+        owned = [k for k in keys if self.in_scope(k) and self.stream.owns(k)]
         for key in owned:
             self.sink.schedule(key)
         return len(owned)
 
     # -- computing ------------------------------------------------------------------------------------
 
+    def in_scope(self, key: ObjectKey) -> bool:
+        """Namespace scope (``whiteNamespaceList`` / ``blackNamespaceList``): fences outside it are left
+        alone, as Slime leaves namespaces outside its scope alone."""
+        general = self.config.general
+        if key.namespace in general.black_namespaces:
+            return False
+        return not general.white_namespaces or key.namespace in general.white_namespaces
+
     def compute(self, key: ObjectKey) -> tuple[Desired, Observed] | None:
         """What the sink writes for ``key`` now; None when the fence is gone or not this worker's."""
-        if self.app.in_recovery or not self.stream.owns(key):
+        if self.app.in_recovery or not self.in_scope(key) or not self.stream.owns(key):
             return None
         with self.cache.reading():
             fence = self.cache.fences.get(key)
@@ -123,6 +131,8 @@ class Worker:
 
         @app.task
         async def start_kubernetes() -> None:
+            for topic in (worker.stream.topics.edges, worker.stream.topics.dead_letter):
+                await topic.maybe_declare()  # produced to, not consumed here: faust would not create them
             worker.cache.start()
             synced = await asyncio.to_thread(worker.cache.wait_synced, CACHE_SYNC_TIMEOUT)
             if not synced:

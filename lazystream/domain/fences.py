@@ -362,7 +362,14 @@ def render_status(domains: Mapping[str, Domain], learned: Iterable[str]) -> dict
         if domain.status is not DomainStatus.ACTIVE:
             entry["status"] = domain.status.value
         rendered[key] = entry
-    return {"domains": rendered, "metricStatus": metric_status(learned)}
+    status: dict[str, Any] = {}
+    metrics = metric_status(learned)
+    # protobuf JSON (Slime's encoding) leaves empty maps out; the API server also refuses a null map
+    if rendered:
+        status["domains"] = rendered
+    if metrics:
+        status["metricStatus"] = metrics
+    return status
 
 
 def global_sidecar_fqdn(namespace: str, options: FenceOptions) -> str:

@@ -54,7 +54,12 @@ async def test_kill_9_and_lost_data_dir_lose_nothing(
     expected = oracle(builder.objects(), first + second)["Sidecar"]["spec"]["egress"][0]["hosts"]
     # seeding off: only the changelog and RocksDB can bring learned state back
     env = worker_env(
-        kafka_bootstrap, kube_server, fresh_name, tmp_path, LAZYSTREAM_FENCE_SEED_FROM_STATUS="false"
+        kafka_bootstrap,
+        kube_server,
+        fresh_name,
+        tmp_path,
+        namespace,
+        LAZYSTREAM_FENCE_SEED_FROM_STATUS="false",
     )
     access = f"{fresh_name}-access"
 
@@ -118,13 +123,14 @@ async def test_write_amplification_and_service_relabel(
         builder.fence(name, namespace, workloadSelector={"fromService": True})
     for name in targets:
         builder.service(name, namespace, labels={"tier": "back"})
+    builder.service("extra", namespace, labels={"tier": "back"})  # called by nobody
     builder.items = [o for o in builder.items if o["kind"] != "Namespace"]
     apply_objects(kube_dynamic, builder.objects())
     caller_ips = [o["endpoints"][0]["addresses"][0] for o in builder.items if o["kind"] == "EndpointSlice"]
 
     worker = WorkerProcess(
         [LAZYSTREAM, "worker"],
-        worker_env(kafka_bootstrap, kube_server, fresh_name, tmp_path),
+        worker_env(kafka_bootstrap, kube_server, fresh_name, tmp_path, namespace),
         tmp_path / "worker.log",
     )
     try:
@@ -169,22 +175,18 @@ async def test_write_amplification_and_service_relabel(
         relabelled = {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": "target-0", "namespace": namespace, "labels": {"tier": "front"}},
+            "metadata": {"name": "extra", "namespace": namespace, "labels": {"tier": "front"}},
         }
         apply_objects(kube_dynamic, [relabelled], manager="relabeller")
         wait_for(
             lambda: (
-                f"*/target-0.{namespace}.svc.cluster.local"
-                in sidecar_hosts(kube_dynamic, namespace, "caller-0")
-                and len(
-                    get(
-                        kube_dynamic, "microservice.slime.io/v1alpha1", "ServiceFence", namespace, "caller-0"
-                    )["status"]["domains"]
-                )
-                == 10
+                f"*/extra.{namespace}.svc.cluster.local" in sidecar_hosts(kube_dynamic, namespace, "caller-0")
             ),
             "the labelSelector match",
             worker=worker,
+        )
+        assert f"*/extra.{namespace}.svc.cluster.local" not in sidecar_hosts(
+            kube_dynamic, namespace, "caller-1"
         )
     finally:
         assert worker.stop() == 0

@@ -72,7 +72,9 @@ def records_from(ips: dict[str, str], calls: list[str]) -> list[bytes]:
     ]
 
 
-def worker_env(kafka: str, kube: KubeServer, app_id: str, tmp: Path, **extra: str) -> dict[str, str]:
+def worker_env(
+    kafka: str, kube: KubeServer, app_id: str, tmp: Path, namespace: str, **extra: str
+) -> dict[str, str]:
     return dict(
         os.environ,
         KUBECONFIG=str(kube.kubeconfig),
@@ -86,6 +88,8 @@ def worker_env(kafka: str, kube: KubeServer, app_id: str, tmp: Path, **extra: st
         LAZYSTREAM_WEB_PORT=str(free_port()),
         LAZYSTREAM_SINK_COALESCE_SECONDS="0.5",
         LAZYSTREAM_FENCE_REFRESH_PERIOD_SECONDS="2",
+        # tests share one API server: each worker manages its own test's namespace only
+        LAZYSTREAM_GENERAL_WHITE_NAMESPACE_LIST=namespace,
         **extra,
     )
 
@@ -146,7 +150,7 @@ async def test_tutorial_scenario_end_to_end(
 
     worker = WorkerProcess(
         [LAZYSTREAM, "worker"],
-        worker_env(kafka_bootstrap, kube_server, fresh_name, tmp_path),
+        worker_env(kafka_bootstrap, kube_server, fresh_name, tmp_path, namespace),
         tmp_path / "worker.log",
     )
     try:
