@@ -173,7 +173,7 @@ async def run(count: int = 100_000, samples: int = 30) -> WorkerFigures:
     try:
         # steady state: from the first commit to the last (start-up and the first fetch excluded)
         first: tuple[float, int] | None = None
-        while (done := await committed(bootstrap, run_id, f"{run_id}-access")) < count:
+        while (done := await committed(bootstrap, f"{run_id}-ingest", f"{run_id}-access")) < count:
             if proc.returncode is not None:
                 raise RuntimeError(f"worker exited; see {data / 'worker.log'}")
             if first is None and done > 0:

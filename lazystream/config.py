@@ -625,6 +625,12 @@ class KafkaSettings:
         return tuple(server.strip() for server in self.bootstrap.split(","))
 
     @property
+    def ingest_group(self) -> str:
+        """The consumer group of the ingest stage, which reads the access topic (``<appId>-ingest``);
+        ``lazystream replay`` moves its offsets."""
+        return f"{self.app_id}-ingest"
+
+    @property
     def broker_url(self) -> str:
         """The brokers in faust's form, ``kafka://h1:p1;kafka://h2:p2``."""
         return ";".join(f"kafka://{server}" for server in self.servers)

@@ -140,6 +140,8 @@ class Worker:
                     "cluster cache not synced after %.0f s; continuing with what is listed",
                     CACHE_SYNC_TIMEOUT,
                 )
+            # records are resolved against the cluster: reading them before it is listed would lose them
+            app.add_future(worker.consume_access())
             await worker.sink.start()
             await app.tables.recovery.completed.wait()  # type: ignore[attr-defined]  # learned state recovered from changelog/RocksDB
             seeded = await worker.seed()
@@ -168,6 +170,17 @@ class Worker:
             await worker.sink.stop()
             await asyncio.to_thread(worker.cache.stop)
             worker.api.close()
+
+    async def consume_access(self) -> None:
+        """Run the ingest stage; if it fails, the worker stops (and its supervisor restarts it) rather than
+        run on without reading its input."""
+        try:
+            await self.stream.access.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("the ingest stage failed")
+            await self.app.crash(exc)
 
     def summary(self) -> str:
         parts = [f"{n} {k}" for k, n in sorted(self.stream.ingest.outcomes.items())]

@@ -1,30 +1,30 @@
 """The faust application that every lazystream worker runs.
 
-Codecs are raw bytes everywhere: the agents decode with orjson themselves, so a malformed record reaches
-code that can dead-letter it instead of failing inside faust's deserializer. Tables use RocksDB through
-rocksdict with a bounded block cache, in the worker's own data directory.
+Codecs are raw bytes everywhere: the code decodes with orjson itself, so a malformed record reaches code
+that can dead-letter it instead of failing inside faust's deserializer. The access topic is read by the
+batch ingest stage (:mod:`lazystream.stream.ingest`), not by a faust agent, for throughput. Tables use
+RocksDB through rocksdict with a bounded block cache, in the worker's own data directory.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import faust
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 
 from lazystream.config import Config
 from lazystream.domain import learned
-from lazystream.domain.cluster import ClusterState, ObjectKey
+from lazystream.domain.cluster import ObjectKey
 from lazystream.options import resolve_options
-from lazystream.stream.pipeline import DeadLetter, Ingest
+from lazystream.stream.ingest import AccessIngest
+from lazystream.stream.partitioning import edge_partitioner
+from lazystream.stream.pipeline import ClusterView, Ingest
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +85,6 @@ def rocksdb_options(config: Config) -> dict[str, int]:
     return {"block_cache_size": config.tables.block_cache_bytes}
 
 
-class ClusterView(Protocol):
-    """What the agents read of the cluster: a ClusterState and the ServiceFences, behind a lock (the
-    Kubernetes watches update them from threads)."""
-
-    state: ClusterState
-    fences: dict[ObjectKey, dict[str, Any]]
-
-    def reading(self) -> AbstractContextManager[Any]: ...
-
-
 @dataclass
 class WorkerApp:
     """The faust app of a worker and the handles the rest of the worker needs."""
@@ -102,15 +92,18 @@ class WorkerApp:
     app: faust.App
     topics: Topics
     table: Any
-    ingest: Ingest
-    partitions: int
+    access: AccessIngest
+    partition_of: Callable[[bytes], int]
     counters: Counter[str] = field(default_factory=Counter)
     """Table-agent outcomes: ``table:written``, ``table:unchanged``, ``edges:malformed``, ``hosts:limit``."""
 
+    @property
+    def ingest(self) -> Ingest:
+        return self.access.ingest
+
     def owns(self, key: ObjectKey) -> bool:
         """Whether this worker holds the fence's learned state (its edges partition is assigned here)."""
-        partition = _PARTITIONER(learned.fence_key(key), list(range(self.partitions)), [])
-        tp = TP(self.topics.edges.get_topic_name(), partition)
+        tp = TP(self.topics.edges.get_topic_name(), self.partition_of(learned.fence_key(key)))
         return tp in self.app.assignor.assigned_actives()
 
     def learned_hosts(self, key: ObjectKey) -> set[str]:
@@ -120,20 +113,17 @@ class WorkerApp:
         return next(iter(self.table), None) is None
 
     async def send_edge(self, key: ObjectKey, message: Mapping[str, Any]) -> None:
-        await self.topics.edges.send(key=learned.fence_key(key), value=orjson.dumps(message))
-
-
-_PARTITIONER = DefaultPartitioner()
-INGEST_BATCH = 1000
-INGEST_BATCH_WITHIN = 0.05
-"""Seconds the ingest agent waits to fill a batch: the latency it may add."""
+        """Produce a seed, reset or expiry for ``key`` onto the edges topic (the table's only input)."""
+        data = learned.fence_key(key)
+        await self.topics.edges.send(key=data, value=orjson.dumps(message), partition=self.partition_of(data))
 
 
 def create_worker_app(
     config: Config, cluster: ClusterView, on_fence_changed: Callable[[ObjectKey], None]
 ) -> WorkerApp:
-    """The app ``lazystream worker`` runs: the ingest agent (access → edges, dead letters) and the table
-    agent (edges → the RocksDB learned-state table keyed by fence, its only writer)."""
+    """The app ``lazystream worker`` runs: the table agent (edges → the RocksDB learned-state table keyed
+    by fence, its only writer) and the batch ingest stage (access → edges, dead letters), which the worker
+    starts once its cluster cache is synced (:class:`~lazystream.stream.ingest.AccessIngest`)."""
     app = create_app(config)
     topics = declare_topics(app, config)
     table = app.Table(
@@ -150,29 +140,10 @@ def create_worker_app(
         bucket_seconds=config.tables.bucket_seconds,
         max_record_bytes=config.fence.max_record_bytes,
     )
-    worker = WorkerApp(app, topics, table, ingest, config.topics.partitions)
+    partition_of = edge_partitioner(config.topics.partition_key, config.topics.partitions)
+    access = AccessIngest(config, ingest, cluster, partition_of)
+    worker = WorkerApp(app, topics, table, access, partition_of)
     bucket_seconds, max_hosts = config.tables.bucket_seconds, config.fence.max_hosts_per_fence
-
-    @app.agent(topics.access, name="ingest")
-    async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
-        # Batches: one lock acquisition and one loop per batch; the batch is acked after the body (so
-        # at-least-once). The ingest agent writes no table, so take_events is safe here.
-        async for events in stream.take_events(INGEST_BATCH, within=INGEST_BATCH_WITHIN):  # type: ignore[attr-defined]
-            now = time.time()
-            with cluster.reading():
-                results = [
-                    (
-                        event.key,
-                        ingest.process(event.value or b"", cluster.state, event.message.timestamp or now),
-                    )
-                    for event in events
-                ]
-            for key, out in results:
-                if isinstance(out, DeadLetter):
-                    await topics.dead_letter.send(key=key, value=out.value, headers=out.headers)
-                    continue
-                for edge in out:
-                    await topics.edges.send(key=edge.key, value=edge.value)
 
     @app.agent(topics.edges, name="learned-state")
     async def table_agent(stream: faust.StreamT[bytes]) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -29,6 +30,16 @@ from lazystream.domain.resolution import Resolution, ResolveOptions, resolve
 from lazystream.domain.sidecars import render_sidecar
 
 DEDUPE_ENTRIES = 100_000
+
+
+class ClusterView(Protocol):
+    """What the agents read of the cluster: a ClusterState and the ServiceFences, behind a lock (the
+    Kubernetes watches update them from threads)."""
+
+    state: ClusterState
+    fences: dict[ObjectKey, dict[str, Any]]
+
+    def reading(self) -> AbstractContextManager[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
