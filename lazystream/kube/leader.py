@@ -289,7 +289,7 @@ class LeaderElector:
         self._executor: ThreadPoolExecutor | None = None
         self._attempt_lock = threading.Lock()
         self._leading_event = asyncio.Event()
-        self._stopping = False
+        self._release_pending = False
 
     # -- state --------------------------------------------------------------------------------------------
 
@@ -320,7 +320,6 @@ class LeaderElector:
         """Start campaigning in a background task (returns at once)."""
         if self._task is not None:
             raise RuntimeError("LeaderElector is running already")
-        self._stopping = False
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lazystream-leader")
         self._task = asyncio.create_task(self._run(), name=f"leader-election:{self.identity}")
 
@@ -329,12 +328,12 @@ class LeaderElector:
         (unless ``release`` is False: a crash-like stop, for tests), and join the threads."""
         if self._task is None:
             return
-        self._stopping = True
         task, self._task = self._task, None
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        was_leading = self._leading
+        was_leading = self._leading or self._release_pending
+        self._release_pending = False
         await self._step_down("released" if release else "stopped")
         if release and was_leading:
             await self._release()
@@ -353,6 +352,9 @@ class LeaderElector:
         settings = self.settings
         assert self.request_timeout is not None  # noqa: S101 - set in __post_init__
         while True:
+            if self._release_pending:  # the leader work failed: give the Lease up before anything else
+                self._release_pending = False
+                await self._release()
             started = time.monotonic()
             # A read and a write; a leader waits no longer than its renew deadline, so that a hung request
             # cannot keep it leading (the abandoned thread ends within its request timeout).
@@ -367,6 +369,8 @@ class LeaderElector:
                 held = False
                 self.counters[_error_label(exc)] += 1
                 log.warning("leader election: %s: %s", self.identity, _describe(exc))
+            if self._release_pending:
+                continue  # the leader work failed during the attempt: release first, lead again later
             if held:
                 self._valid_until = started + settings.renew_deadline
                 if self._leading:
@@ -466,11 +470,10 @@ class LeaderElector:
             log.exception("leader election: the leader work of %s failed; releasing the Lease", self.identity)
             self.counters["lead-failed"] += 1
             self._lead_task = None  # this task is finishing: _step_down must not wait for itself
+            # The campaign loop releases the Lease (it alone writes the Lease while running, so a renewal
+            # cannot slip in after the release and leave this worker leading a Lease with no holder).
+            self._release_pending = True
             await self._step_down("lead-failed")
-            try:
-                await self._release()
-            except Exception as exc:  # the Lease then expires after its duration
-                log.warning("leader election: release failed: %s", _describe(exc))
 
     async def _step_down(self, reason: str) -> None:
         """Stop leading now: cancel the leader work and wait for it, then tell ``on_change``."""
