@@ -18,7 +18,6 @@ import pytest
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
-from lazystream.config import ConfigError, load_config
 from lazystream.kube.client import api_client
 from lazystream.kube.leader import (
     Conflict,
@@ -493,25 +492,3 @@ async def test_failed_leader_work_releases_the_lease(elector_api: client.ApiClie
         assert elector.terms[0].reason == "lead-failed"
         assert elector.counters["released"] == 1
         assert elector.is_leader
-
-
-def test_settings_from_config_and_validation(tmp_path: Path) -> None:
-    config = load_config(environ={"LAZYSTREAM_LEADER_ELECTION_LEASE_DURATION_SECONDS": "20"})
-    lease = LeaseSettings.from_config(config)
-    assert (lease.namespace, lease.name, lease.lease_duration) == ("mesh-operator", "lazystream-leader", 20.0)
-    path = tmp_path / "c.yaml"
-    path.write_text("leaderElection: {leaseNamespace: ops, renewDeadlineSeconds: 15}\n")
-    with pytest.raises(ConfigError, match=r"leaderElection.leaseDurationSeconds: must be greater than"):
-        load_config(path, environ={})
-    path.write_text("leaderElection: {renewDeadlineSeconds: 2, retryPeriodSeconds: 2}\n")
-    with pytest.raises(ConfigError, match=r"leaderElection.renewDeadlineSeconds: must be greater than 1.2"):
-        load_config(path, environ={})
-    path.write_text("leaderElection: {leaseNamespace: Not_A_Namespace}\n")
-    with pytest.raises(ConfigError, match=r"leaderElection.leaseNamespace"):
-        load_config(path, environ={})
-    path.write_text("leaderElection: {leaseNamespace: ops, identity: worker-0}\n")
-    config = load_config(path, environ={})
-    assert config.lease_namespace == "ops"
-    assert config.leader_election.identity == "worker-0"
-    with pytest.raises(ValueError, match="renew_deadline"):
-        LeaseSettings("ns", "l", lease_duration=2, renew_deadline=3)
