@@ -230,6 +230,145 @@ def render(access_log: Path, cluster: Path, config_file: Path | None, output: st
     click.echo(f"records: {summary or 'none'}", err=True)
 
 
+def _admin_url(admin_url: str | None, config_file: Path | None) -> str:
+    if admin_url:
+        return admin_url.rstrip("/")
+    web = load(config_file).web
+    host = "127.0.0.1" if web.host in ("0.0.0.0", "::", "") else web.host  # noqa: S104 - a comparison
+    return f"http://{host}:{web.port}"
+
+
+def _fence_ref(value: str) -> tuple[str, str]:
+    namespace, sep, name = value.partition("/")
+    if not (sep and namespace and name) or "/" in name:
+        raise click.BadParameter(f"{value!r} is not NAMESPACE/NAME", param_hint="FENCE")
+    return namespace, name
+
+
+def _admin_request(url: str, method: str = "GET") -> tuple[int, dict[str, Any]]:
+    """One request to the admin API; its status and JSON body (HTTP errors carry JSON too)."""
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        raise click.UsageError(f"--admin-url must be an http(s) URL, got {url!r}")
+    request = urllib.request.Request(url, method=method)  # noqa: S310 - the scheme is checked above
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - checked above
+            return int(response.status), json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read() or b"{}")
+        except ValueError:
+            body = {"error": exc.reason}
+        return int(exc.code), body
+    except (urllib.error.URLError, OSError) as exc:
+        raise click.ClickException(f"cannot reach the admin API at {url}: {exc}") from exc
+
+
+def admin_url_option(func: F) -> F:
+    return click.option(
+        "--admin-url",
+        envvar="LAZYSTREAM_ADMIN_URL",
+        help="Base URL of a worker's admin API [env: LAZYSTREAM_ADMIN_URL; default: from web.host and "
+        "web.port of the configuration].",
+    )(func)
+
+
+def _why_text(why: Sequence[Mapping[str, str]]) -> str:
+    return "; ".join(
+        f"{w.get('reason')} ({w.get('detail')})" if w.get("detail") else str(w.get("reason")) for w in why
+    )
+
+
+def _seen(value: str | None) -> str:
+    return value.replace("T", " ").removesuffix("Z") if value else "-"
+
+
+@main.command()
+@click.argument("fence", metavar="NAMESPACE/NAME")
+@admin_url_option
+@config_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json", "yaml"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+def explain(fence: str, admin_url: str | None, config_file: Path | None, output: str) -> None:
+    """Explain a fence: each host of its Sidecar and why it is there, asked of a running worker.
+
+    Reasons: static (spec.host), namespace (spec.host ns/*), namespaceSelector, labelSelector, learned (from
+    access logs or metrics, with first and last observation and count when the worker holds the fence's
+    learned state), alias (general.domainAliases), virtualService (a route destination of a host of the
+    fence), stableHost, mesh (in every Sidecar) and expiring (no longer generated, EXPIREWAIT). Recently
+    rejected hosts (not admitted, invalid) follow, with their reason.
+    """
+    namespace, name = _fence_ref(fence)
+    base = _admin_url(admin_url, config_file)
+    status, body = _admin_request(f"{base}/fences/{namespace}/{name}/explain")
+    if status != 200:
+        raise click.ClickException(str(body.get("error") or f"HTTP {status}"))
+    if output == "json":
+        click.echo(json.dumps(body, indent=2))
+        return
+    if output == "yaml":
+        click.echo(yaml.safe_dump(body, sort_keys=False, allow_unicode=True), nl=False)
+        return
+    state = "enabled" if body.get("enabled") else "disabled"
+    made = "auto-created" if body.get("autoCreated") else "manual"
+    sources = {"table": "learned state with times", "status": "learned hosts from status.metricStatus"}
+    source = sources.get(str(body.get("learnedSource")), "")
+    click.echo(f"ServiceFence {body.get('fence')} ({state}, {made}; {source})")
+    print_table(
+        ["HOST", "STATUS", "SIDECAR", "WHY", "FIRST SEEN", "LAST SEEN", "COUNT"],
+        [
+            (
+                h["host"],
+                h["status"],
+                "yes" if h.get("inSidecar") else "no",
+                _why_text(h.get("why") or []),
+                _seen(h.get("firstSeen")),
+                _seen(h.get("lastSeen")),
+                h.get("count", "-"),
+            )
+            for h in body.get("hosts") or []
+        ],
+    )
+    rejected = body.get("rejected") or []
+    click.echo("")
+    if rejected:
+        click.echo("Recently rejected hosts:")
+        print_table(["HOST", "REASON"], [(r["host"], r["reason"]) for r in rejected])
+    else:
+        click.echo("No recently rejected hosts.")
+
+
+@main.command()
+@click.argument("target", metavar="NAMESPACE[/NAME]")
+@admin_url_option
+@config_option
+def reset(target: str, admin_url: str | None, config_file: Path | None) -> None:
+    """Forget what a fence (NAMESPACE/NAME) or every fence of a namespace (NAMESPACE) has learned.
+
+    Slime's svfReset: a reset message goes onto the edges topic for each fence, through a running worker's
+    admin API; the Sidecars shrink to their static hosts once the worker has applied it.
+    """
+    base = _admin_url(admin_url, config_file)
+    if "/" in target:
+        namespace, name = _fence_ref(target)
+        url = f"{base}/fences/{namespace}/{name}/reset"
+    else:
+        url = f"{base}/namespaces/{target}/reset"
+    status, body = _admin_request(url, method="POST")
+    if status != 202:
+        raise click.ClickException(str(body.get("error") or f"HTTP {status}"))
+    fences = body.get("reset") or []
+    click.echo(f"reset {len(fences)} fence(s): {', '.join(fences) or 'none'}")
+
+
 def run() -> None:
     """Console entry point with logging set up for the CLI commands."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

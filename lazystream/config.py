@@ -7,11 +7,12 @@ the *configuration* is all sections together, :class:`Config`.
 lazyload module (the ``spec.module[]`` entry with ``kind: lazyload`` or ``name: lazyload``) is read, or a
 bare module body. Either way the ``general``, ``global`` and ``metric`` sections use Slime's keys (camelCase,
 spelled exactly as Slime does) and Slime's defaults, so an existing SlimeBoot works as it is. lazystream's
-own sections (``kafka``, ``topics``, ``tables``, ``fence``, ``sink``, ``web``, ``kube``, ``values``) sit next
-to them: in the module entry of a SlimeBoot, or at the top of a bare body. ``metricSourceType`` and
-``globalSidecarMode`` may also be given in ``global.misc``, as the lazyload tutorial does; ``general`` wins
-when both are set. In a SlimeBoot, the string settings at the top of ``spec`` (e.g. ``namespace``) are also
-``.Values`` of dispatch templates, as in Slime's chart; the ``values`` section adds to them.
+own sections (``kafka``, ``topics``, ``tables``, ``fence``, ``sink``, ``web``, ``kube``, ``leaderElection``,
+``values``) sit next to them: in the module entry of a SlimeBoot, or at the top of a bare body.
+``metricSourceType`` and ``globalSidecarMode`` may also be given in ``global.misc``, as the lazyload tutorial
+does; ``general`` wins when both are set. In a SlimeBoot, the string settings at the top of ``spec`` (e.g.
+``namespace``) are also ``.Values`` of dispatch templates, as in Slime's chart; the ``values`` section adds
+to them.
 
 **The environment** sets any setting as ``LAZYSTREAM_<SECTION>_<FIELD>``, every part in upper snake case of
 the Python attribute: ``LAZYSTREAM_KAFKA_BOOTSTRAP``, ``LAZYSTREAM_GENERAL_AUTO_FENCE=true``,
@@ -88,6 +89,7 @@ __all__ = [
     "KubeSettings",
     "LabelSelector",
     "LabelSelectorRequirement",
+    "LeaderElectionSettings",
     "LogRotateSettings",
     "LogSettings",
     "MetricSettings",
@@ -793,6 +795,66 @@ class KubeSettings:
     """Kubeconfig file; None: the in-cluster configuration, then ``$KUBECONFIG`` / ``~/.kube/config``."""
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LeaderElectionSettings:
+    """Electing the one worker that does cluster-wide work, with a ``coordination.k8s.io/v1`` Lease
+    (decisions §1.2). The timing follows client-go's leader election: a holder renews every
+    ``retryPeriodSeconds``; it stops its leader work when it could not renew for ``renewDeadlineSeconds``;
+    another worker takes the Lease when it saw no renewal for ``leaseDurationSeconds``. Since the duration
+    is longer than the deadline, the old leader has stopped before a new one starts (assuming clocks run at
+    the same rate; no clocks are compared across machines). A worker that shuts down cleanly releases the
+    Lease, so another takes over at its next retry rather than after the duration."""
+
+    enabled: bool = True
+    """Elect a leader with a Lease. Off: this worker does cluster-wide work without asking (for a single
+    worker only; two such workers would both do it). Slime's ``global.misc.enableLeaderElection`` is not
+    read: lazystream always runs several workers."""
+
+    lease_name: str = "lazystream-leader"
+    """Name of the Lease; workers of one deployment share it, two deployments need two names."""
+
+    lease_namespace: str = ""
+    """Namespace of the Lease; empty: ``global.slimeNamespace``."""
+
+    identity: str = ""
+    """This worker's identity in the Lease (``holderIdentity``); unique per worker. Empty: the host name
+    (the pod name in Kubernetes) and a random suffix, so a restarted worker is a new candidate."""
+
+    lease_duration_seconds: float = 15.0
+    """How long a candidate waits, after it last saw the Lease renewed, before taking it over."""
+
+    renew_deadline_seconds: float = 10.0
+    """How long the leader keeps leading without a successful renewal; then it stops its leader work.
+    Less than ``leaseDurationSeconds``."""
+
+    retry_period_seconds: float = 2.0
+    """Interval of renewals and of candidates' attempts. ``renewDeadlineSeconds`` must exceed 1.2 times
+    this (client-go's rule: a few attempts fit in the deadline even with jitter)."""
+
+    def __post_init__(self) -> None:
+        if not _is_dns_name(self.lease_name):
+            fail("leaseName", f"{self.lease_name!r} is not a DNS subdomain name")
+        if self.lease_namespace:
+            _check_namespace("leaseNamespace", self.lease_namespace)
+        if len(self.identity) > 253 or any(char.isspace() for char in self.identity):
+            fail("identity", f"{self.identity!r}: at most 253 characters and no white space")
+        _check_positive("leaseDurationSeconds", self.lease_duration_seconds)
+        _check_positive("renewDeadlineSeconds", self.renew_deadline_seconds)
+        _check_positive("retryPeriodSeconds", self.retry_period_seconds)
+        if self.lease_duration_seconds <= self.renew_deadline_seconds:
+            fail(
+                "leaseDurationSeconds",
+                f"must be greater than renewDeadlineSeconds ({self.renew_deadline_seconds}), got "
+                f"{self.lease_duration_seconds}: otherwise a new leader may start before the old one stops",
+            )
+        if self.renew_deadline_seconds <= 1.2 * self.retry_period_seconds:
+            fail(
+                "renewDeadlineSeconds",
+                f"must be greater than 1.2 x retryPeriodSeconds ({1.2 * self.retry_period_seconds:g}), got "
+                f"{self.renew_deadline_seconds}",
+            )
+
+
 # --- the configuration -------------------------------------------------------------------------------------
 
 
@@ -831,6 +893,9 @@ class Config:
     kube: KubeSettings = field(default_factory=KubeSettings)
     """Access to the API server."""
 
+    leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
+    """Electing the worker that does cluster-wide work (a Kubernetes Lease)."""
+
     values: Mapping[str, str] = field(default_factory=dict)
     """``.Values`` of dispatch cluster templates (lazystream's stand-in for Slime's chart values). In a
     SlimeBoot, the string settings at the top of ``spec`` come first. ``namespace`` defaults to
@@ -861,6 +926,11 @@ class Config:
     def template_values(self) -> Mapping[str, str]:
         """The ``.Values`` dispatch templates see: ``values`` over ``{namespace: global.slimeNamespace}``."""
         return {"namespace": self.global_.slime_namespace, **self.values}
+
+    @property
+    def lease_namespace(self) -> str:
+        """The Lease's namespace: ``leaderElection.leaseNamespace``, else ``global.slimeNamespace``."""
+        return self.leader_election.lease_namespace or self.global_.slime_namespace
 
     def dispatch_clusters(self) -> tuple[str, ...]:
         """The ``cluster`` of each dispatch rule, rendered (``_GLOBAL_SIDECAR`` stays as it is)."""

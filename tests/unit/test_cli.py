@@ -27,6 +27,11 @@ from lazystream.cli import main
         ),
         (["config", "show"], ["--config", "LAZYSTREAM_CONFIG", "YAML"]),
         (["crds", "apply"], ["--kubeconfig", "--dir", "--timeout", "Established"]),
+        (
+            ["explain"],
+            ["NAMESPACE/NAME", "--admin-url", "LAZYSTREAM_ADMIN_URL", "--output", "table|json|yaml"],
+        ),
+        (["reset"], ["NAMESPACE[/NAME]", "--admin-url", "svfReset"]),
     ],
 )
 def test_help_is_complete(args: list[str], expected: list[str]) -> None:

@@ -27,6 +27,7 @@ from lazystream.config import (
     env_var_names,
     load_config,
 )
+from lazystream.kube.leader import LeaseSettings
 
 # A warning nobody expects is a failure here; tests that expect one catch it with pytest.warns.
 pytestmark = pytest.mark.filterwarnings("error::lazystream.config.ConfigWarning")
@@ -1099,6 +1100,7 @@ metric:
     handlers: {dest: {query: 'sum(x)'}}
 fence: {idleTtlSeconds: 600, directObservations: true}
 kube: {kubeconfig: /etc/kube/config}
+leaderElection: {leaseNamespace: ops, identity: worker-0, leaseDurationSeconds: 30}
 values: {egress: 'outbound|80||egress.mesh.svc.cluster.local'}
 """
 
@@ -1117,6 +1119,7 @@ def test_to_dict_round_trips(tmp_path: Path) -> None:
         "sink",
         "web",
         "kube",
+        "leaderElection",
         "values",
     ]
     assert shown["global"]["log"]["logRotateConfig"]["maxSizeMB"] == 5
@@ -1156,3 +1159,25 @@ def test_config_show_reports_warnings_and_errors(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["config", "show"], env={"LAZYSTREAM_WEB_PORT": "http"})
     assert result.exit_code == 2
     assert "LAZYSTREAM_WEB_PORT: 'http' is not an integer" in result.stderr
+
+
+def test_leader_election_settings(tmp_path: Path) -> None:
+    config = load_config(environ={"LAZYSTREAM_LEADER_ELECTION_LEASE_DURATION_SECONDS": "20"})
+    lease = LeaseSettings.from_config(config)
+    assert (lease.namespace, lease.name, lease.lease_duration) == ("mesh-operator", "lazystream-leader", 20.0)
+    path = tmp_path / "c.yaml"
+    path.write_text("leaderElection: {leaseNamespace: ops, renewDeadlineSeconds: 15}\n")
+    with pytest.raises(ConfigError, match=r"leaderElection.leaseDurationSeconds: must be greater than"):
+        load_config(path, environ={})
+    path.write_text("leaderElection: {renewDeadlineSeconds: 2, retryPeriodSeconds: 2}\n")
+    with pytest.raises(ConfigError, match=r"leaderElection.renewDeadlineSeconds: must be greater than 1.2"):
+        load_config(path, environ={})
+    path.write_text("leaderElection: {leaseNamespace: Not_A_Namespace}\n")
+    with pytest.raises(ConfigError, match=r"leaderElection.leaseNamespace"):
+        load_config(path, environ={})
+    path.write_text("leaderElection: {leaseNamespace: ops, identity: worker-0}\n")
+    config = load_config(path, environ={})
+    assert config.lease_namespace == "ops"
+    assert config.leader_election.identity == "worker-0"
+    with pytest.raises(ValueError, match="renew_deadline"):
+        LeaseSettings("ns", "l", lease_duration=2, renew_deadline=3)

@@ -1,0 +1,223 @@
+"""The worker's admin HTTP API: health, readiness, resets of learned state, and "explain fence".
+
+Endpoints (JSON in and out)::
+
+    GET  /healthz                              200 {"status": "ok"} while the event loop answers (liveness)
+    GET  /readyz                               200 / 503 {"ready": bool, "checks": {"<name>": bool, ...}}
+    POST /fences/{namespace}/{name}/reset      202 {"reset": ["ns/name"]}; 404 for an unknown fence
+    POST /namespaces/{namespace}/reset         202 {"reset": [every fence of the namespace]}
+    GET  /fences/{namespace}/{name}/explain    200 the explanation (FenceExplanation.to_dict); 404 unknown
+    GET  /lazyload/debug/svfReset?ns=N[&name=F] Slime's reset endpoint, same effect (for existing scripts)
+
+A reset is Slime's ``svfReset``: the fence forgets everything it learned. It is a ``reset`` message on the
+edges topic keyed by the fence (decisions §1.1: the table agent is the only writer of learned state), so it
+is ordered with the fence's observations and reaches whichever worker holds the fence. The API answers 202
+once the message is handed to the producer; the Sidecar shrinks when the table agent has applied it.
+
+The layer is thin: it parses the request and calls what the worker gives it (:class:`AdminHooks`); the
+explanation itself is the domain core's (:mod:`lazystream.domain.explain`). :class:`AdminServer` runs the
+app on its own aiohttp runner (faust's own web server must then be off, or on another port).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+from lazystream.domain import learned
+from lazystream.domain.cluster import ClusterObjectError, ClusterState, ObjectKey
+from lazystream.domain.explain import FenceExplanation, explain_fence, rejections_for
+from lazystream.domain.fences import FenceOptions, fence_from_object
+
+log = logging.getLogger(__name__)
+
+SendEdge = Callable[[ObjectKey, Mapping[str, Any]], Awaitable[None]]
+"""Produce one edge message keyed by the fence (the worker's ``WorkerApp.send_edge``)."""
+Explain = Callable[[ObjectKey], FenceExplanation | None]
+"""The fence's explanation, or None when there is no such fence."""
+FencesIn = Callable[[str], Iterable[ObjectKey]]
+"""The fences of a namespace (from the watch cache)."""
+
+
+@dataclass
+class AdminHooks:
+    """What the admin API needs from the worker; all callables run on the event loop and must be quick."""
+
+    send_edge: SendEdge
+    fences_in: FencesIn
+    explain: Explain
+    ready: Mapping[str, Callable[[], bool]] = field(default_factory=dict)
+    """Named readiness checks (e.g. ``cachesSynced``, ``appRunning``); ready when all are true."""
+    live: Callable[[], bool] = lambda: True
+    """Liveness beyond "the loop answers" (e.g. no fatal error recorded)."""
+    clock: Callable[[], float] = time.time
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, option=orjson.OPT_INDENT_2), status=status, content_type="application/json"
+    )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+def create_admin_app(hooks: AdminHooks) -> web.Application:
+    """The aiohttp application of the admin API (see the module docstring for the endpoints)."""
+    routes = web.RouteTableDef()
+
+    @routes.get("/healthz")
+    async def healthz(request: web.Request) -> web.Response:
+        if not hooks.live():
+            return _json({"status": "failing"}, 503)
+        return _json({"status": "ok"})
+
+    @routes.get("/readyz")
+    async def readyz(request: web.Request) -> web.Response:
+        checks = {name: bool(check()) for name, check in hooks.ready.items()}
+        ready = all(checks.values())
+        return _json({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+    @routes.post("/fences/{namespace}/{name}/reset")
+    async def reset_fence(request: web.Request) -> web.Response:
+        key = ObjectKey(request.match_info["namespace"], request.match_info["name"])
+        if key not in set(hooks.fences_in(key.namespace)):
+            return _error(404, f"no ServiceFence {key}")
+        return await _reset(hooks, [key])
+
+    @routes.post("/namespaces/{namespace}/reset")
+    async def reset_namespace(request: web.Request) -> web.Response:
+        return await _reset(hooks, sorted(hooks.fences_in(request.match_info["namespace"])))
+
+    @routes.get("/lazyload/debug/svfReset")
+    async def slime_reset(request: web.Request) -> web.Response:
+        namespace, name = request.query.get("ns", ""), request.query.get("name", "")
+        if not namespace:
+            return _error(400, "the ns query parameter is required")
+        fences = sorted(hooks.fences_in(namespace))
+        if name:
+            fences = [k for k in fences if k.name == name]
+            if not fences:
+                return _error(404, f"no ServiceFence {namespace}/{name}")
+        return await _reset(hooks, fences)
+
+    @routes.get("/fences/{namespace}/{name}/explain")
+    async def explain(request: web.Request) -> web.Response:
+        key = ObjectKey(request.match_info["namespace"], request.match_info["name"])
+        try:
+            explanation = hooks.explain(key)
+        except ClusterObjectError as exc:
+            return _error(422, f"ServiceFence {key} cannot be read: {exc}")
+        if explanation is None:
+            return _error(404, f"no ServiceFence {key}")
+        return _json(explanation.to_dict())
+
+    app = web.Application()
+    app.add_routes(routes)
+    return app
+
+
+async def _reset(hooks: AdminHooks, fences: list[ObjectKey]) -> web.Response:
+    now = hooks.clock()
+    done: list[str] = []
+    for key in fences:
+        try:
+            await hooks.send_edge(key, learned.reset(now))
+        except Exception as exc:
+            log.exception("admin: reset of %s could not be sent", key)
+            return _json({"error": f"reset of {key} not sent: {type(exc).__name__}", "reset": done}, 503)
+        done.append(str(key))
+    log.info("admin: reset learned state of %d fences: %s", len(done), ", ".join(done) or "none")
+    return _json({"reset": done}, 202)
+
+
+class AdminServer:
+    """Runs the admin app on ``host:port`` (port 0: any free port, see :attr:`port`)."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host  # noqa: S104 - a comparison
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.requested_port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+        sockets = getattr(server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self.requested_port
+        log.info("admin API on %s", self.url)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
+# -- the worker's hooks, from its parts ---------------------------------------------------------------------
+
+
+class ClusterView(Protocol):
+    """The watch cache as the admin API reads it (``lazystream.kube.informers.ClusterCache`` fits)."""
+
+    state: ClusterState
+    fences: dict[ObjectKey, dict[str, Any]]
+
+    def reading(self) -> AbstractContextManager[Any]: ...
+
+
+def cache_fences_in(cache: ClusterView) -> FencesIn:
+    """``fences_in`` over the watch cache."""
+
+    def fences_in(namespace: str) -> list[ObjectKey]:
+        with cache.reading():
+            return sorted(k for k in cache.fences if k.namespace == namespace)
+
+    return fences_in
+
+
+def cache_explainer(
+    cache: ClusterView,
+    *,
+    learned_state: Callable[[ObjectKey], learned.LearnedState | None],
+    recent_rejections: Callable[[], Mapping[tuple[str, str], str]],
+    options: FenceOptions,
+    clock: Callable[[], float] = time.time,
+) -> Explain:
+    """``explain`` over the watch cache, the learned-state table and the ingest's recent rejections.
+
+    ``learned_state(key)`` is the fence's decoded table value when this worker holds the fence's partition,
+    else None (the explanation then uses the fence's ``status.metricStatus``, without times and counts).
+    """
+
+    def explain(key: ObjectKey) -> FenceExplanation | None:
+        state = learned_state(key)
+        rejected = rejections_for(key, recent_rejections())
+        with cache.reading():
+            obj = cache.fences.get(key)
+            if obj is None:
+                return None
+            return explain_fence(fence_from_object(obj), state, cache.state, options, clock(), rejected)
+
+    return explain
