@@ -220,12 +220,10 @@ def _sources(record: AccessRecord, kind: ObservationKind, cluster: ClusterState)
     if caller_side and record.pod is not None:
         return cluster.services_selecting(record.pod.namespace, record.pod.labels)
     ip = _peer_ip(record)
-    if ip is not None:
-        found = cluster.services_for_ip(ip)
-        if found or not is_loopback(ip):  # a loopback caller counts when Endpoints list it (local demos)
-            return found
-    # Behind its own Istio sidecar, lazystream's global-sidecar sees only loopback peers (127.0.0.6, in no
-    # Endpoints); the caller's mTLS identity (spiffe://<trust domain>/ns/<ns>/sa/<account>) still names it.
+    if ip is not None and not is_loopback(ip):
+        return cluster.services_for_ip(ip)
+    # Behind its own Istio sidecar, lazystream's global-sidecar sees only loopback peers; the caller's
+    # mTLS identity (spiffe://<trust domain>/ns/<ns>/sa/<account>) still names it.
     identity = _SPIFFE.fullmatch(record.peer_principal or "")
     if identity:
         return cluster.services_for_service_account(*identity.groups())

@@ -303,15 +303,3 @@ def test_parse_cluster(name: str, expected: UpstreamCluster | None) -> None:
 
 def test_envoy_json_and_text_resolve_alike(mesh: ClusterState) -> None:
     assert run(envoy_json(upstream_cluster="inbound|80||"), mesh) == run(text(), mesh)
-
-
-def test_a_loopback_caller_listed_in_endpoints_is_the_source() -> None:
-    """Where lazystream's global-sidecar sees callers directly on loopback (the local demo: each caller on
-    its own 127.0.0.x), the Endpoints that list the address name the caller; 127.0.0.6 (an Istio sidecar in
-    front of the proxy) is in no Endpoints and falls back to the principal."""
-    cluster = bookinfo().service("local-caller", "default", ips=["127.0.0.42"]).fence("local-caller").build()
-    assert run(gs_record(peer_address="127.0.0.42:40000"), cluster) == (
-        LEARNED,
-        [("default/local-caller", DETAILS, FALLBACK)],
-    )
-    assert run(gs_record(peer_address="127.0.0.6:40000"), cluster) == (Outcome.IGNORED_NO_SOURCE, [])
