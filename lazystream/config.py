@@ -83,8 +83,8 @@ __all__ = [
     "DomainAlias",
     "FenceSettings",
     "GeneralSettings",
-    "GlobalSidecarSettings",
     "GlobalSettings",
+    "GlobalSidecarSettings",
     "KafkaSettings",
     "KubeSettings",
     "LabelSelector",
@@ -814,7 +814,7 @@ class GlobalSidecarSettings:
     ``wormholePorts: [9080, ...]``), watched for changes. None: only ``port`` is listened on."""
 
     ports_reload_seconds: float = 2.0
-    """How often ``portsFile`` is checked for changes (kubelet swaps a ConfigMap volume's files atomically)."""
+    """How often ``portsFile`` is checked for changes (the kubelet swaps a ConfigMap volume's files)."""
 
     cleanup_ports: bool = False
     """Stop listening on ports removed from ``portsFile`` (``CLEAN_UP_WORMHOLE_PORT``); otherwise ports are

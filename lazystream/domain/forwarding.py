@@ -37,6 +37,7 @@ DEFAULT_PORT = 80
 ServiceExists = Callable[[str, str], bool]
 """``exists(namespace, name)``: whether the Service is known (the proxy's Service cache)."""
 
+_IPV4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", re.IGNORECASE)
 _URI = re.compile(r'(?:^|;)URI=(?:"([^"]*)"|([^;,]*))')
 
@@ -88,7 +89,7 @@ def join_host_port(host: str, port: int | None) -> str:
 
 
 def complete_authority(authority: str, source_ns: str | None, exists: ServiceExists | None) -> str:
-    """Step 1: ``name[:port]`` → ``name.<source_ns>[:port]`` when the Service exists (or there is no cache)."""
+    """Step 1: ``name[:port]`` → ``name.<source_ns>[:port]`` when the Service exists (or without a cache)."""
     if not source_ns or "." in authority:
         return authority
     parts = split_host_port(authority)
@@ -108,11 +109,19 @@ def parse_orig_dest(value: str, listener_port: int) -> tuple[str, int] | Refuse:
     if parts is None:
         return Refuse(400, f"{ORIG_DEST_HEADER}: {value[:100]!r} has no valid port")
     host, port = parts
+    if not _is_ip(host):
+        return Refuse(400, f"{ORIG_DEST_HEADER}: {value[:100]!r} is not ip[:port]")
+    return host, listener_port if port is None else port
+
+
+def _is_ip(host: str) -> bool:
+    if _IPV4.fullmatch(host):  # the usual case, without ipaddress's cost
+        return True
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        return Refuse(400, f"{ORIG_DEST_HEADER}: {value[:100]!r} is not ip[:port]")
-    return host, listener_port if port is None else port
+        return False
+    return True
 
 
 def decide(
@@ -170,7 +179,9 @@ def targets_self(host: str, port: int, own_listeners: Collection[tuple[str, int]
     return False
 
 
-def connection_is_self(local: tuple[str, int], remote: tuple[str, int], listener_ports: Collection[int]) -> bool:
+def connection_is_self(
+    local: tuple[str, int], remote: tuple[str, int], listener_ports: Collection[int]
+) -> bool:
     """An upstream connection that reached this host on one of the proxy's ports reached the proxy itself.
 
     ``local`` and ``remote`` are the upstream socket's own and peer addresses: equal IPs mean the same host
@@ -202,7 +213,9 @@ def principal_from_xfcc(value: str | None) -> str | None:
 
 def _split_xfcc(value: str) -> list[str]:
     """Elements are comma-separated; commas inside quoted values do not split."""
-    elements, current, quoted = [], [], False
+    elements: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in value:
         if char == '"':
             quoted = not quoted

@@ -89,8 +89,12 @@ class GlobalSidecar:
             tasks.append(asyncio.create_task(self._watch_ports(proxy)))
             tasks.append(asyncio.create_task(self._log_stats(proxy)))
             self.ready.set()
-            log.info("lazystream global-sidecar ready: ports %s, health port %d, records to %s",
-                     sorted(proxy.ports), self.settings.probe_port, self.settings.records)
+            log.info(
+                "lazystream global-sidecar ready: ports %s, health port %d, records to %s",
+                sorted(proxy.ports),
+                self.settings.probe_port,
+                self.settings.records,
+            )
             await self._stop.wait()
         finally:
             self.ready.clear()

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 MAX_HEAD_BYTES = 64 * 1024
 COPY_CHUNK = 64 * 1024
 HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "upgrade"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "upgrade",
+    }
 )
 """Headers that concern one connection only (RFC 9110 §7.6.1); ``transfer-encoding`` and ``trailer`` are
 kept because bodies are relayed in their own framing."""
@@ -29,14 +37,21 @@ class Head:
     start: tuple[str, str, str]
     """Request: method, target, version. Response: version, status, reason."""
     headers: list[tuple[str, str]] = field(default_factory=list)
+    _index: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     def get(self, name: str) -> str | None:
         """The value of header ``name`` (lower case), several joined with ``,``; None when absent."""
-        values = [v for k, v in self.headers if k.lower() == name]
-        return ",".join(values) if values else None
+        index = self._index
+        if index is None:  # built once per message: heads are asked for several headers
+            index = self._index = {}
+            for key, value in self.headers:
+                lower = key.lower()
+                index[lower] = f"{index[lower]},{value}" if lower in index else value
+        return index.get(name)
 
     def connection_tokens(self) -> set[str]:
-        return {t.strip().lower() for t in (self.get("connection") or "").split(",") if t.strip()}
+        value = self.get("connection")
+        return {t.strip().lower() for t in value.split(",") if t.strip()} if value else set()
 
 
 async def read_head(reader: asyncio.StreamReader) -> bytes | None:
@@ -130,7 +145,7 @@ def _content_length(value: str) -> int:
 
 
 async def read_body(reader: asyncio.StreamReader, framing: Framing, limit: int) -> bytes | None:
-    """The whole body when it is a Content-Length body of at most ``limit`` bytes; None otherwise (stream it)."""
+    """The whole body of a Content-Length body of at most ``limit`` bytes; None otherwise (stream it)."""
     if framing.chunked or framing.until_close or framing.length > limit:
         return None
     return await reader.readexactly(framing.length) if framing.length else b""

@@ -22,10 +22,7 @@ class Upstream:
 
     def usable(self, now: float, idle_seconds: float) -> bool:
         return (
-            not self.reader.at_eof()
-            and not self.writer.is_closing()
-            and now - self.idle_since < idle_seconds
-            and not self.reader._buffer  # noqa: SLF001 - unsolicited bytes: the connection is out of step
+            not self.reader.at_eof() and not self.writer.is_closing() and now - self.idle_since < idle_seconds
         )
 
     def close(self) -> None:
@@ -33,11 +30,13 @@ class Upstream:
 
     @property
     def local(self) -> tuple[str, int]:
-        return tuple(self.writer.get_extra_info("sockname")[:2])  # type: ignore[return-value]
+        host, port = self.writer.get_extra_info("sockname")[:2]
+        return str(host), int(port)
 
     @property
     def remote(self) -> tuple[str, int]:
-        return tuple(self.writer.get_extra_info("peername")[:2])  # type: ignore[return-value]
+        host, port = self.writer.get_extra_info("peername")[:2]
+        return str(host), int(port)
 
 
 class UpstreamPool:

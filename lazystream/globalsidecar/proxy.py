@@ -145,8 +145,8 @@ class Proxy:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int
     ) -> None:
         task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
+        if task is not None:
+            self._handlers.add(task)
         peer = writer.get_extra_info("peername")
         peer_address = format_address(peer[0], peer[1]) if peer else "-"
         self.counters["connections"] += 1
@@ -158,7 +158,8 @@ class Proxy:
         except asyncio.CancelledError:
             pass
         finally:
-            self._handlers.discard(task)
+            if task is not None:
+                self._handlers.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -249,7 +250,9 @@ class Proxy:
         state = _ResponseState()
         try:
             async with asyncio.timeout(self.options.upstream_timeout):
-                status, keep = await self._exchange(reader, writer, head, target, decision, framing, keep, state)
+                status, keep = await self._exchange(
+                    reader, writer, head, target, decision, framing, keep, state
+                )
         except (UpstreamFailed, TimeoutError, BadMessage) as exc:
             self.counters["upstream_failures"] += 1
             reason = "upstream timed out" if isinstance(exc, TimeoutError) else str(exc)
@@ -288,7 +291,8 @@ class Proxy:
         body = await read_body(reader, framing, BUFFERED_BODY_BYTES)
         raw = await self._send(reader, decision, request, body, framing, state)
         conn = state.conn
-        assert conn is not None
+        if conn is None:  # pragma: no cover - _send always leaves its connection here
+            raise UpstreamFailed("no upstream connection")
         while True:
             response = parse_head(raw)
             try:
@@ -313,10 +317,16 @@ class Proxy:
             out.append(("Connection", "close"))
         elif version == "HTTP/1.0":
             out.append(("Connection", "keep-alive"))
-        writer.write(serialize(("HTTP/1.1", response.start[1], response.start[2]), out))
-        state.responded = True
+        out_head = serialize(("HTTP/1.1", response.start[1], response.start[2]), out)
         try:
-            await relay_body(conn.reader, writer, rframing)
+            small = await read_body(conn.reader, rframing, BUFFERED_BODY_BYTES)
+            if small is not None:  # one write, one system call, for head and body
+                writer.write(out_head + small)
+                state.responded = True
+            else:
+                writer.write(out_head)
+                state.responded = True
+                await relay_body(conn.reader, writer, rframing)
         except (OSError, asyncio.IncompleteReadError) as exc:
             raise UpstreamFailed(f"response body broken off: {exc!r}") from None
         await writer.drain()
@@ -348,11 +358,10 @@ class Proxy:
             if not reused and connection_is_self(conn.local, conn.remote, self.ports):
                 raise UpstreamFailed("loop: the destination is this global-sidecar")
             try:
-                conn.writer.write(request)
                 if body is not None:
-                    if body:
-                        conn.writer.write(body)
+                    conn.writer.write(request + body if body else request)
                 else:
+                    conn.writer.write(request)
                     await relay_body(reader, conn.writer, framing)
                 await conn.writer.drain()
                 return await _read_upstream_head(conn)
@@ -365,7 +374,9 @@ class Proxy:
                 raise UpstreamFailed(f"upstream broke off: {exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Upstream) -> None:
+    async def _tunnel(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Upstream
+    ) -> None:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError):
                 while data := await src.read(65536):

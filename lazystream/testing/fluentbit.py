@@ -1,4 +1,4 @@
-"""A test stand-in for Fluent Bit's forward-input → lua-key → Kafka-output path (``fluentbit/fluent-bit.yaml``).
+"""A test stand-in for Fluent Bit's forward input → Lua key → Kafka output (``fluentbit/fluent-bit.yaml``).
 
 Fluent Bit is in no registry the project's machines reach, so tests run this instead: it accepts what
 fluent-logger sends (the Forward protocol v1: Message, Forward, PackedForward and CompressedPackedForward
@@ -36,7 +36,9 @@ def caller_key(record: dict[str, Any]) -> str | None:
     """``lazystream_key`` of ``fluentbit/lazystream.lua``, in Python: the record's caller, or None."""
     k, cluster = record.get("kubernetes"), record.get("upstream_cluster")
     if isinstance(k, dict) and isinstance(cluster, str) and cluster.startswith("outbound|"):
-        labels = k.get("labels") if isinstance(k.get("labels"), dict) else {}
+        labels = k.get("labels")
+        if not isinstance(labels, dict):
+            labels = {}
         app = _lua_or(labels.get("service.istio.io/canonical-name"), labels.get("app"), k.get("pod_name"))
         if isinstance(app, str) and isinstance(k.get("namespace_name"), str):
             return f"{k['namespace_name']}/{app}"
@@ -141,8 +143,8 @@ class ForwardToKafka:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+        if task is not None:
+            self._connections.add(task)
         unpacker = msgpack.Unpacker(raw=False, ext_hook=_ext_hook)
         try:
             while data := await reader.read(65536):
@@ -154,14 +156,16 @@ class ForwardToKafka:
         except ValueError as exc:  # Fluent Bit drops the connection of a peer that breaks the protocol
             log.warning("forward stand-in: %s", exc)
         finally:
-            self._connections.discard(task)
+            if task is not None:
+                self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
     async def _handle(self, message: Any, writer: asyncio.StreamWriter) -> None:
         tag, items, options = entries(message)
-        assert self._producer is not None
+        if self._producer is None:
+            raise RuntimeError("ForwardToKafka is not started")
         sends = []
         for timestamp, record in _records(items):
             self.received += 1

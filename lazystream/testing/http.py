@@ -74,7 +74,8 @@ class EchoUpstream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
+        if self._server is None:
+            return
         self._server.close()
         for task in list(self._tasks):
             task.cancel()
@@ -83,8 +84,8 @@ class EchoUpstream:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+        if task is not None:
+            self._tasks.add(task)
         self.connections += 1
         try:
             while (raw := await read_head(reader)) is not None:
@@ -96,7 +97,8 @@ class EchoUpstream:
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
-            self._tasks.discard(task)
+            if task is not None:
+                self._tasks.discard(task)
             writer.close()
 
     async def _answer(
@@ -120,7 +122,9 @@ class EchoUpstream:
         if path == "/chunked":
             headers.append(("Transfer-Encoding", "chunked"))
             half = len(payload) // 2
-            data = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (payload[:half], payload[half:]))
+            data = b"".join(
+                f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (payload[:half], payload[half:])
+            )
             data += b"0\r\nX-Trailer: yes\r\n\r\n"
         else:
             headers.append(("Content-Length", str(len(payload))))
@@ -168,14 +172,18 @@ class Client:
     ) -> Response:
         if self.writer is None:
             await self.connect()
-        assert self.reader is not None and self.writer is not None
+        if self.reader is None or self.writer is None:
+            raise ConnectionError("not connected")
         headers = list(headers or [])
         if body is not None and chunked:
             headers.append(("Transfer-Encoding", "chunked"))
-            data = b"".join(
-                f"{len(body[i : i + 16384]):x}\r\n".encode() + body[i : i + 16384] + b"\r\n"
-                for i in range(0, len(body), 16384)
-            ) + b"0\r\n\r\n"
+            data = (
+                b"".join(
+                    f"{len(body[i : i + 16384]):x}\r\n".encode() + body[i : i + 16384] + b"\r\n"
+                    for i in range(0, len(body), 16384)
+                )
+                + b"0\r\n\r\n"
+            )
         elif body is not None:
             headers.append(("Content-Length", str(len(body))))
             data = body
@@ -187,7 +195,9 @@ class Client:
         if raw is None:
             raise ConnectionResetError("no response")
         head = parse_head(raw)
-        response = Response(int(head.start[1]), head, await read_body(self.reader, response_framing(head, method)))
+        response = Response(
+            int(head.start[1]), head, await read_body(self.reader, response_framing(head, method))
+        )
         if not keep_alive(head, head.start[0]):
             await self.close()
         return response

@@ -1,5 +1,6 @@
 """The global-sidecar's per-request decisions (reference §9.1, decisions §6)."""
 
+# ruff: noqa: S104 - wildcard listener addresses are data here, nothing binds them
 from __future__ import annotations
 
 import orjson
@@ -125,7 +126,9 @@ def test_a_malformed_orig_dest_is_a_400() -> None:
         ("api.example.com", False, Forward("api.example.com", 80, "api.example.com")),
     ],
 )
-def test_without_orig_dest_the_host_is_dialled(authority: str, prefer_listener: bool, expected: Forward) -> None:
+def test_without_orig_dest_the_host_is_dialled(
+    authority: str, prefer_listener: bool, expected: Forward
+) -> None:
     decision = decide(
         authority=authority,
         source_ns="default",
@@ -169,7 +172,11 @@ def test_targets_self(host: str, port: int, listeners: list[tuple[str, int]], ex
     if expected:  # and a Host naming it is refused before any dialling
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         decision = decide(
-            authority=authority, source_ns=None, orig_dest=None, listener_port=port, exists=None,
+            authority=authority,
+            source_ns=None,
+            orig_dest=None,
+            listener_port=port,
+            exists=None,
             own_listeners=listeners,
         )
         assert isinstance(decision, Refuse)

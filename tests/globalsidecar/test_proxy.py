@@ -1,4 +1,4 @@
-"""The global-sidecar proxy over real sockets: forwarding, pooling, framing, refusals, ports, health, records."""
+"""The global-sidecar over real sockets: forwarding, pooling, framing, refusals, ports, health, records."""
 
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ def headers_of(response_json: dict[str, Any]) -> dict[str, str]:
     return {k.lower(): v for k, v in response_json["headers"]}
 
 
-async def test_forwards_to_the_original_destination_over_one_pooled_connection(upstream: EchoUpstream) -> None:
+async def test_forwards_to_the_original_destination_over_one_pooled_connection(
+    upstream: EchoUpstream,
+) -> None:
     async with running() as (sidecar, emitter), Client("127.0.0.1", sidecar.settings.port) as client:
         for i in range(20):
             response = await client.request(
@@ -126,7 +128,10 @@ async def test_without_orig_dest_the_host_is_dialled(upstream: EchoUpstream) -> 
         # the absolute form names the host too
         response = await client.request("GET", f"http://127.0.0.1:{upstream.port}/abs", [("Host", "ignored")])
         assert response.json()["path"] == "/abs"
-    assert [r["upstream"] for r in emitter.records] == [f"localhost:{upstream.port}", f"127.0.0.1:{upstream.port}"]
+    assert [r["upstream"] for r in emitter.records] == [
+        f"localhost:{upstream.port}",
+        f"127.0.0.1:{upstream.port}",
+    ]
 
 
 async def test_refusals_are_400_and_502(upstream: EchoUpstream) -> None:
@@ -145,7 +150,8 @@ async def test_refusals_are_400_and_502(upstream: EchoUpstream) -> None:
                 response = await client.request("GET", "/", headers)
                 assert response.status == status, (headers, response.body)
         async with Client("127.0.0.1", port) as client:  # not HTTP at all
-            assert client.writer is not None and client.reader is not None
+            assert client.writer is not None
+            assert client.reader is not None
             client.writer.write(b"HELLO\r\n\r\n")
             assert (await client.reader.read()).startswith(b"HTTP/1.1 400 ")
         assert upstream.requests == 0  # nothing reached the upstream
@@ -189,7 +195,8 @@ async def test_the_upstream_timeout_answers_502(upstream: EchoUpstream) -> None:
 
 async def test_an_upgrade_becomes_a_tunnel(upstream: EchoUpstream) -> None:
     async with running() as (sidecar, _), Client("127.0.0.1", sidecar.settings.port) as client:
-        assert client.writer is not None and client.reader is not None
+        assert client.writer is not None
+        assert client.reader is not None
         client.writer.write(
             b"GET /upgrade HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: echo\r\n"
             + f"Slime-Orig-Dest: 127.0.0.1:{upstream.port}\r\n\r\n".encode()
@@ -226,7 +233,9 @@ async def test_wormhole_ports_follow_the_ports_file(tmp_path: Path, upstream: Ec
         assert sidecar.proxy.ports == {sidecar.settings.port, first, second}
         async with Client("127.0.0.1", second) as client:
             response = await client.request(
-                "GET", "/", [("Host", "svc"), ("Slime-Orig-Dest", "127.0.0.1")]  # no port: the listener's
+                "GET",
+                "/",
+                [("Host", "svc"), ("Slime-Orig-Dest", "127.0.0.1")],  # no port: the listener's
             )
         assert response.status == 502  # the listener's own port is itself
 
@@ -243,7 +252,7 @@ async def test_removed_ports_close_with_cleanup(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.05)
         assert sidecar.proxy.ports == {sidecar.settings.port}  # never its own port
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", extra)
 
 

@@ -103,7 +103,9 @@ async def test_a_call_through_the_global_sidecar_reaches_the_callers_sidecar(
             assert seen["host"] == f"details.{namespace}:{details.port}"  # completed: the Service exists
 
             def sidecar_hosts() -> list[str]:
-                sidecar = get(kube_dynamic, "networking.istio.io/v1alpha3", "Sidecar", namespace, "productpage")
+                sidecar = get(
+                    kube_dynamic, "networking.istio.io/v1alpha3", "Sidecar", namespace, "productpage"
+                )
                 return sidecar["spec"]["egress"][0]["hosts"] if sidecar else []
 
             wanted = f"*/details.{namespace}.svc.cluster.local"
@@ -126,7 +128,9 @@ async def test_a_call_through_the_global_sidecar_reaches_the_callers_sidecar(
     fence = get(kube_dynamic, "microservice.slime.io/v1alpha1", "ServiceFence", namespace, "productpage")
     assert sorted(fence["status"]["domains"]) == [f"details.{namespace}.svc.cluster.local"]
     # the record on the access topic has out_kafka's JSON shape and the proxy's fields
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         # worker_env: the worker creates its topics with two partitions

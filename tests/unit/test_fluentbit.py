@@ -1,6 +1,6 @@
-"""``fluentbit/``: the parser regex (converted mechanically from the YAML) on real Istio lines, the grep rules,
-the Lua key filter under LuaJIT (Fluent Bit's Lua), the Kafka output settings, and the forward stand-in's
-decoding of fluent-logger's wire format."""
+"""``fluentbit/``: the parser regex (converted mechanically from the YAML) on real Istio lines, the grep
+rules, the Lua key filter under LuaJIT (Fluent Bit's Lua), the Kafka output settings, and the forward
+stand-in's decoding of fluent-logger's wire format."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ CALLERS = yaml.safe_load((FLUENTBIT / "callers.yaml").read_text())
 DOCS_OUTBOUND = (
     '[2020-11-25T21:26:18.409Z] "GET /status/418 HTTP/1.1" 418 - via_upstream - "-" 0 135 4 4 "-" '
     '"curl/7.73.0-DEV" "84961386-6d84-929d-98bd-c5aee93b5c88" "httpbin:8000" "10.44.1.27:80" '
-    "outbound|8000||httpbin.foo.svc.cluster.local 10.44.1.23:37652 10.0.45.184:8000 10.44.1.23:46520 - default"
+    "outbound|8000||httpbin.foo.svc.cluster.local 10.44.1.23:37652 10.0.45.184:8000 10.44.1.23:46520 "
+    "- default"
 )
 DOCS_INBOUND = (
     '[2020-11-25T21:26:18.409Z] "GET /status/418 HTTP/1.1" 418 - via_upstream - "-" 0 135 3 1 "-" '
@@ -71,12 +72,14 @@ LINES = {
                       "10.44.1.23:46520"),
     "docs-inbound": (DOCS_INBOUND, "httpbin:8000", "inbound|8000||", "10.44.1.23:37652"),
     "tutorial-pre-1.23": (TUTORIAL, "details:9080",
-                          "outbound|9080||global-sidecar.mesh-operator.svc.cluster.local", "172.17.0.11:40210"),
+                          "outbound|9080||global-sidecar.mesh-operator.svc.cluster.local",
+                          "172.17.0.11:40210"),
     "gs-inbound-1.23": (GS_INBOUND_123, "details:9080", "inbound|80||", "10.244.0.15:51234"),
     "pre-1.23-stat-name": (PRE_123_STAT_NAME, "details:9080",
                            "outbound_.9080_._.details.default.svc.cluster.local", "10.244.0.15:51234"),
     "tcp": (TCP, None, "outbound|3306||mysql.db.svc.cluster.local", "10.244.0.15:49998"),
-    "ipv6": (IPV6, "details:9080", "outbound|9080||details.default.svc.cluster.local", "[fd00:10:244::f]:51234"),
+    "ipv6": (IPV6, "details:9080", "outbound|9080||details.default.svc.cluster.local",
+             "[fd00:10:244::f]:51234"),
 }  # fmt: skip
 
 
@@ -240,7 +243,9 @@ def lua_literal(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return '"' + "".join(c if c.isalnum() or c in " ./:-_[]|@" else f"\\{ord(c):03d}" for c in value) + '"'
+        return (
+            '"' + "".join(c if c.isalnum() or c in " ./:-_[]|@" else f"\\{ord(c):03d}" for c in value) + '"'
+        )
     if isinstance(value, dict):
         return "{" + ", ".join(f"[{lua_literal(k)}] = {lua_literal(v)}" for k, v in value.items()) + "}"
     raise TypeError(type(value))
@@ -316,7 +321,9 @@ def test_the_lua_key_filter_on_tailed_real_lines(luajit: list[str]) -> None:
     results = run_lua(luajit, [r for r in records if r is not None])
     expected = [
         # the pod's own outbound lines are keyed by the pod; inbound ones by the caller's IP
-        "mesh-operator/global-sidecar" if cluster.startswith("outbound|") else remote.rsplit(":", 1)[0].strip("[]")
+        "mesh-operator/global-sidecar"
+        if cluster.startswith("outbound|")
+        else remote.rsplit(":", 1)[0].strip("[]")
         for _, _, cluster, remote in LINES.values()
     ]
     assert [key for _, key in results] == expected
