@@ -117,6 +117,81 @@ def worker(
     run_worker(config, loglevel)
 
 
+@main.command("global-sidecar")
+@config_option
+@kubeconfig_option
+@click.option("--port", type=int, help="The proxy's own port (globalSidecar.port, default 80).")
+@click.option("--probe-port", type=int, help="Health port (globalSidecar.probePort, default 18181).")
+@click.option(
+    "--ports-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The ConfigMap-mounted wormhole ports file, YAML `wormholePorts: [...]` (globalSidecar.portsFile).",
+)
+@click.option(
+    "--records",
+    type=click.Choice(["stdout", "forward", "none"]),
+    help="Where per-request records go (globalSidecar.records, default stdout).",
+)
+@click.option("--forward-host", help="Fluent Bit forward input host (globalSidecar.forwardHost).")
+@click.option("--forward-port", type=int, help="Fluent Bit forward input port (globalSidecar.forwardPort).")
+@click.option(
+    "--service-cache/--no-service-cache",
+    default=None,
+    help="Complete short names only for Services that exist (watches Services; globalSidecar.serviceCache).",
+)
+@click.option(
+    "--loglevel",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Log level (logs go to standard error; records, with --records stdout, to standard output).",
+)
+def global_sidecar(
+    config_file: Path | None,
+    kubeconfig: Path | None,
+    port: int | None,
+    probe_port: int | None,
+    ports_file: Path | None,
+    records: str | None,
+    forward_host: str | None,
+    forward_port: int | None,
+    service_cache: bool | None,
+    loglevel: str,
+) -> None:
+    """Run the global-sidecar: the proxy that carries calls to services a workload's Sidecar lacks.
+
+    Workloads' sidecars send such calls here (the fallback EnvoyFilter), with the headers Slime-Orig-Dest
+    (the address the caller dialled) and Slime-Source-Ns (the caller's namespace). The proxy completes a
+    short Host in that namespace, dials the original destination (or the Host, when the header is absent)
+    over pooled keep-alive connections, and relays the response; a failing upstream is answered 502, a
+    malformed Slime-Orig-Dest 400. It listens on its port and on every wormhole port of the ports file
+    (reloaded on change). Each request yields one JSON record (peer address, X-Forwarded-For,
+    Slime-Source-Ns, client certificate principal, authority, original destination, status, duration) on
+    standard output or to Fluent Bit's forward input, from where lazystream's worker learns the caller's
+    dependency. Settings: the globalSidecar section, LAZYSTREAM_GLOBAL_SIDECAR_<FIELD>, these options.
+    """
+    from lazystream.globalsidecar.app import run as run_global_sidecar
+
+    config = load(
+        config_file,
+        {
+            "globalSidecar.port": port,
+            "globalSidecar.probePort": probe_port,
+            "globalSidecar.portsFile": ports_file,
+            "globalSidecar.records": records,
+            "globalSidecar.forwardHost": forward_host,
+            "globalSidecar.forwardPort": forward_port,
+            "globalSidecar.serviceCache": service_cache,
+            "kube.kubeconfig": kubeconfig,
+        },
+    )
+    logging.getLogger().setLevel(loglevel.upper())
+    try:
+        run_global_sidecar(config.global_sidecar, config.kube, config.fence.cluster_domain)
+    except PermissionError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @main.group("config")
 def config_group() -> None:
     """Inspect the configuration."""

@@ -85,6 +85,7 @@ __all__ = [
     "FenceSettings",
     "GeneralSettings",
     "GlobalSettings",
+    "GlobalSidecarSettings",
     "KafkaSettings",
     "KubeSettings",
     "LabelSelector",
@@ -855,6 +856,102 @@ class LeaderElectionSettings:
             )
 
 
+RecordsSink = Literal["stdout", "forward", "none"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GlobalSidecarSettings:
+    """``lazystream global-sidecar``, the fallback proxy (reference §9.1; decisions §1.3, §6). The names of
+    Slime's environment variables for its Go proxy are given where a setting replaces one."""
+
+    listen_address: str = "0.0.0.0"  # noqa: S104 - a proxy for the whole mesh listens on every address
+    """Address every proxy listener binds (``0.0.0.0``: all IPv4 addresses; ``::`` for IPv6 too)."""
+
+    port: int = 80
+    """The global-sidecar's own port, always listened on (Slime: 80, the chart's
+    ``component.globalSidecar.port``). Below 1024 a non-root user needs the container runtime's
+    ``net.ipv4.ip_unprivileged_port_start=0`` (the default of Docker and containerd) or
+    ``CAP_NET_BIND_SERVICE``."""
+
+    probe_port: int = 18181
+    """Health port (``PROBE_PORT``): ``/healthz/live`` answers 200 while the process runs,
+    ``/healthz/ready`` once the listeners are open (and the Service cache is synced). Never proxied."""
+
+    ports_file: Path | None = None
+    """The ConfigMap-mounted file of wormhole ports (the ``global-sidecar`` ConfigMap's ``data.cfg``, YAML
+    ``wormholePorts: [9080, ...]``), watched for changes. None: only ``port`` is listened on."""
+
+    ports_reload_seconds: float = 2.0
+    """How often ``portsFile`` is checked for changes (the kubelet swaps a ConfigMap volume's files)."""
+
+    cleanup_ports: bool = False
+    """Stop listening on ports removed from ``portsFile`` (``CLEAN_UP_WORMHOLE_PORT``); otherwise ports are
+    only added, as in Slime."""
+
+    wormhole_port_prior_to_host_port: bool = False
+    """Without ``Slime-Orig-Dest``, dial the listener's port rather than the Host's
+    (``WORMHOLE_PORT_PRIOR_TO_HOST_PORT``)."""
+
+    service_cache: bool = True
+    """Watch Services, so that a short Host is completed with ``Slime-Source-Ns`` only when that Service
+    exists (the inverse of ``DISABLE_SVC_CONTROLLER``). Off: short names are always completed, and the
+    proxy needs no access to the API server."""
+
+    upstream_timeout_seconds: float = 0.0
+    """Longest time from dialling an upstream to the end of its response, in seconds; 0 (the default, as
+    Slime's ``timeout: 0s`` routes): none. An upstream that runs out of time is answered 502."""
+
+    connect_timeout_seconds: float = 0.0
+    """Longest time to open an upstream connection, in seconds; 0 (the default, as in Slime): none."""
+
+    max_idle_per_upstream: int = 32
+    """Keep-alive connections kept open per upstream address for reuse (Slime opens one per request)."""
+
+    idle_seconds: float = 60.0
+    """An idle upstream connection is closed after this many seconds."""
+
+    records: RecordsSink = "stdout"
+    """Where the per-request records go: ``stdout`` (JSON lines, for Fluent Bit's tail of the container's
+    log), ``forward`` (Fluent Bit's forward input, with fluent-logger) or ``none``. Neither ever blocks a
+    request: records are queued and, when the queue is full, dropped and counted."""
+
+    forward_host: str = "127.0.0.1"
+    """Fluent Bit's forward input host (``records: forward``); a Fluent Bit sidecar or node agent."""
+
+    forward_port: int = 24224
+    """Fluent Bit's forward input port."""
+
+    forward_tag: str = "lazystream.access"
+    """Fluent tag of the records (the forward input keeps it; Fluent Bit routes on it)."""
+
+    queue_size: int = 10000
+    """Records queued for the writer thread before new ones are dropped (and counted)."""
+
+    def __post_init__(self) -> None:
+        if not self.listen_address:
+            fail("listenAddress", "is required")
+        _check_port("port", self.port)
+        _check_port("probePort", self.probe_port)
+        if self.probe_port == self.port:
+            fail("probePort", f"must differ from port ({self.port})")
+        _check_positive("portsReloadSeconds", self.ports_reload_seconds)
+        for key, value in (
+            ("upstreamTimeoutSeconds", self.upstream_timeout_seconds),
+            ("connectTimeoutSeconds", self.connect_timeout_seconds),
+        ):
+            if value < 0:
+                fail(key, f"must be 0 (no timeout) or more, got {value}")
+        _check_at_least("maxIdlePerUpstream", self.max_idle_per_upstream, 0)
+        _check_positive("idleSeconds", self.idle_seconds)
+        if not self.forward_host:
+            fail("forwardHost", "is required")
+        _check_port("forwardPort", self.forward_port)
+        prefix, dot, label = self.forward_tag.partition(".")
+        if not (prefix and dot and label) or any(c.isspace() for c in self.forward_tag):
+            fail("forwardTag", f"{self.forward_tag!r} is not <tag>.<label> (fluent-logger sends both)")
+        _check_at_least("queueSize", self.queue_size, 1)
+
+
 # --- the configuration -------------------------------------------------------------------------------------
 
 
@@ -895,6 +992,8 @@ class Config:
 
     leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
     """Electing the worker that does cluster-wide work (a Kubernetes Lease)."""
+    global_sidecar: GlobalSidecarSettings = field(default_factory=GlobalSidecarSettings)
+    """``lazystream global-sidecar``, the fallback proxy (YAML key ``globalSidecar``)."""
 
     values: Mapping[str, str] = field(default_factory=dict)
     """``.Values`` of dispatch cluster templates (lazystream's stand-in for Slime's chart values). In a

@@ -9,7 +9,8 @@ One Kafka message is one record. Accepted, per message:
 2. An Envoy/Istio JSON access-log object (Istio's JSON encoding keys).
 3. A raw Envoy text line in Istio's default format (before and after Istio 1.23).
 4. A record of lazystream's own global-sidecar proxy: a JSON object with ``"lazystream":
-   "global-sidecar/v1"`` (directly, or wrapped by Fluent Bit's forward input and Kafka output).
+   "global-sidecar/v1"`` (directly, or wrapped by Fluent Bit's forward input and Kafka output, or as the
+   ``log`` line of Fluent Bit's tail of the proxy's standard output).
 
 Anything else is a :class:`ParseError` with a reason, for the dead-letter topic.
 """
@@ -172,6 +173,8 @@ def _from_fluent_bit(obj: dict[str, Any], timestamp_key: str) -> Parsed:
             return ParseError(ParseProblem.INVALID_JSON, f"log: {str(exc)[:200]}")
         if not isinstance(inner, dict):
             return ParseError(ParseProblem.NOT_AN_OBJECT, "log: not a JSON object")
+        if inner.get(GLOBAL_SIDECAR_MARKER[0]) == GLOBAL_SIDECAR_MARKER[1]:  # its stdout, tailed unparsed
+            return _from_global_sidecar(inner, event_time)
         return _from_envoy_fields(inner, RecordFormat.FLUENT_BIT, event_time=event_time, pod=pod)
     return _from_text_line(log, RecordFormat.FLUENT_BIT, event_time=event_time, pod=pod)
 

@@ -30,11 +30,17 @@ env_lines() {
   echo "export LAZYSTREAM_TEST_K8S_VERSION=$K8S_VERSION"
   echo "export LAZYSTREAM_TEST_PROMETHEUS_URL=http://127.0.0.1:${PROM_PORT:-19090}"
   echo "export LAZYSTREAM_TEST_PROMETHEUS_SD_DIR=$INFRA_RUN/prometheus/targets"
+  echo "export LAZYSTREAM_TEST_LUAJIT=$INFRA_CACHE/luajit/usr/bin/luajit"
+}
+
+unpack_debs() {
+  "$HERE/unpack-trixie-debs.sh" "$INFRA_CACHE/trixie" $TRIXIE_PACKAGES
+  DEBIAN_SUITE=host "$HERE/unpack-trixie-debs.sh" "$INFRA_CACHE/luajit" $LUA_PACKAGES
 }
 
 install_all() {
   local t=$SECONDS
-  "$HERE/unpack-trixie-debs.sh" "$INFRA_CACHE/trixie" $TRIXIE_PACKAGES
+  unpack_debs
   [[ " ${names[*]} " != *" kafka "* ]] || "$HERE/kafka/kafka.sh" install
   [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/k8s/build-kube-apiserver.sh" >/dev/null
   echo "servers installed in $((SECONDS - t)) s" >&2
@@ -49,7 +55,7 @@ case "$cmd" in
     if [[ " ${names[*]} " == *" k8s "* ]] && [ -z "${KUBE_APISERVER:-}" ]; then
       "$HERE/k8s/build-kube-apiserver.sh" > "$INFRA_CACHE/kube-apiserver-build.log" 2>&1 & build_pid=$!
     fi
-    "$HERE/unpack-trixie-debs.sh" "$INFRA_CACHE/trixie" $TRIXIE_PACKAGES
+    unpack_debs
     for n in "${names[@]}"; do
       [ "$n" = k8s ] && [ -n "$build_pid" ] && { wait "$build_pid" || { cat "$INFRA_CACHE/kube-apiserver-build.log" >&2; exit 1; }; }
       "$(script "$n")" start

@@ -67,3 +67,15 @@ async def test_worker_benchmark_runs(kafka_bootstrap: str, kube_server) -> None:
     assert figures.worker_rps > 0
     assert len(figures.latencies) == 3
     assert "produce-to-Sidecar" in str(figures)
+
+
+@pytest.mark.timeout(120)
+async def test_proxy_benchmark_runs() -> None:
+    from bench import bench_proxy
+
+    figures = await bench_proxy.run(seconds=0.5, rounds=1, rate=200)
+    assert len(figures.direct_latencies) >= 50
+    assert len(figures.proxy_latencies) >= 50
+    assert figures.direct_rps[0] > 0
+    assert figures.proxy_rps[0] > 0
+    assert "added p50" in str(figures)

@@ -151,6 +151,16 @@ def test_global_sidecar_records_direct_and_through_fluent_bit() -> None:
     # Fluent Bit's forward input then Kafka output: its own timestamp first, which wins.
     wrapped = parse_record(fluent_bit(body, timestamp=1700000001.5))
     assert wrapped == expected._replace(event_time=1700000001.5)
+    # Fluent Bit's tail of the proxy's standard output, JSON line left unparsed in "log", pod metadata on
+    cri = {
+        "time": "2023-11-14T22:13:21.5Z",
+        "stream": "stdout",
+        "_p": "F",
+        "log": orjson.dumps(body).decode(),
+        "kubernetes": {"namespace_name": "mesh-operator", "pod_name": "global-sidecar-0", "labels": {}},
+    }
+    tailed = parse_record(fluent_bit(cri, timestamp=1700000001.5))
+    assert tailed == expected._replace(event_time=1700000001.5)
 
 
 @pytest.mark.parametrize(

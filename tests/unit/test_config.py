@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import re
 import textwrap
 import warnings
 from pathlib import Path
@@ -1101,6 +1102,7 @@ metric:
 fence: {idleTtlSeconds: 600, directObservations: true}
 kube: {kubeconfig: /etc/kube/config}
 leaderElection: {leaseNamespace: ops, identity: worker-0, leaseDurationSeconds: 30}
+globalSidecar: {port: 8080, portsFile: /etc/global-sidecar/cfg, records: forward, upstreamTimeoutSeconds: 30}
 values: {egress: 'outbound|80||egress.mesh.svc.cluster.local'}
 """
 
@@ -1120,6 +1122,7 @@ def test_to_dict_round_trips(tmp_path: Path) -> None:
         "web",
         "kube",
         "leaderElection",
+        "globalSidecar",
         "values",
     ]
     assert shown["global"]["log"]["logRotateConfig"]["maxSizeMB"] == 5
@@ -1181,3 +1184,32 @@ def test_leader_election_settings(tmp_path: Path) -> None:
     assert config.leader_election.identity == "worker-0"
     with pytest.raises(ValueError, match="renew_deadline"):
         LeaseSettings("ns", "l", lease_duration=2, renew_deadline=3)
+
+
+def test_global_sidecar_section_from_file_and_environment(tmp_path: Path) -> None:
+    config = load(tmp_path, "globalSidecar: {port: 8080, records: forward}\n")
+    assert config.global_sidecar.port == 8080
+    assert config.global_sidecar.records == "forward"
+    assert config.global_sidecar.probe_port == 18181
+    env = {
+        "LAZYSTREAM_GLOBAL_SIDECAR_SERVICE_CACHE": "false",
+        "LAZYSTREAM_GLOBAL_SIDECAR_PORTS_FILE": "/x/cfg",
+    }
+    config = load_config(None, env)
+    assert config.global_sidecar.service_cache is False
+    assert config.global_sidecar.ports_file == Path("/x/cfg")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LAZYSTREAM_GLOBAL_SIDECAR_PORT": "18181"}, "probePort: must differ from port"),
+        ({"LAZYSTREAM_GLOBAL_SIDECAR_PORT": "0"}, "is not a TCP port"),
+        ({"LAZYSTREAM_GLOBAL_SIDECAR_FORWARD_TAG": "lazystream"}, "is not <tag>.<label>"),
+        ({"LAZYSTREAM_GLOBAL_SIDECAR_UPSTREAM_TIMEOUT_SECONDS": "-1"}, "must be 0 (no timeout) or more"),
+        ({"LAZYSTREAM_GLOBAL_SIDECAR_RECORDS": "kafka"}, "LAZYSTREAM_GLOBAL_SIDECAR_RECORDS"),
+    ],
+)
+def test_global_sidecar_settings_are_checked(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, env)

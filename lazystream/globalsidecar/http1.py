@@ -1,0 +1,214 @@
+"""Just enough HTTP/1.1 for a forwarding proxy: message heads, and relaying bodies in their own framing.
+
+Bodies are relayed byte for byte (chunked stays chunked, trailers included); the proxy only parses as much
+as it needs to find where a message ends, so it never buffers a whole body and never re-frames one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+MAX_HEAD_BYTES = 64 * 1024
+COPY_CHUNK = 64 * 1024
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "upgrade",
+    }
+)
+"""Headers that concern one connection only (RFC 9110 §7.6.1); ``transfer-encoding`` and ``trailer`` are
+kept because bodies are relayed in their own framing."""
+
+
+class BadMessage(Exception):
+    """The peer sent something that is not HTTP/1.x; answered 400 (from a client) or 502 (from upstream)."""
+
+
+@dataclass(slots=True)
+class Head:
+    """A request or response head. ``headers`` keep their original spelling and order."""
+
+    start: tuple[str, str, str]
+    """Request: method, target, version. Response: version, status, reason."""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    _index: dict[str, str] | None = field(default=None, repr=False, compare=False)
+
+    def get(self, name: str) -> str | None:
+        """The value of header ``name`` (lower case), several joined with ``,``; None when absent."""
+        index = self._index
+        if index is None:  # built once per message: heads are asked for several headers
+            index = self._index = {}
+            for key, value in self.headers:
+                lower = key.lower()
+                index[lower] = f"{index[lower]},{value}" if lower in index else value
+        return index.get(name)
+
+    def connection_tokens(self) -> set[str]:
+        value = self.get("connection")
+        return {t.strip().lower() for t in value.split(",") if t.strip()} if value else set()
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes | None:
+    """The bytes of one message head (through the blank line); None at a clean end of stream."""
+    try:
+        return await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial.strip():
+            return None
+        raise BadMessage("the stream ended inside a message head") from None
+    except asyncio.LimitOverrunError:
+        raise BadMessage(f"message head larger than {MAX_HEAD_BYTES} bytes") from None
+
+
+def parse_head(data: bytes) -> Head:
+    try:
+        text = data.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
+        raise BadMessage("undecodable head") from None
+    lines = text[:-4].split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2:
+        raise BadMessage(f"bad start line {lines[0][:100]!r}")
+    if len(parts) == 2:
+        parts.append("")
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or line[:1] in (" ", "\t"):
+            raise BadMessage(f"bad header line {line[:100]!r}")
+        headers.append((name, value.strip()))
+    return Head((parts[0], parts[1], parts[2]), headers)
+
+
+def serialize(start: tuple[str, str, str], headers: list[tuple[str, str]]) -> bytes:
+    lines = [" ".join(start), *(f"{k}: {v}" for k, v in headers), "", ""]
+    return "\r\n".join(lines).encode("latin-1")
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How a body ends: ``chunked``, after ``length`` bytes, or (responses only) at the end of the stream."""
+
+    chunked: bool = False
+    length: int = 0
+    until_close: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.chunked and not self.until_close and self.length == 0
+
+
+NO_BODY = Framing()
+
+
+def request_framing(head: Head) -> Framing:
+    """RFC 9112 §6.3 for requests: chunked, Content-Length, or no body; both at once is refused."""
+    te = head.get("transfer-encoding")
+    cl = head.get("content-length")
+    if te is not None:
+        if cl is not None:
+            raise BadMessage("both Transfer-Encoding and Content-Length")
+        if te.replace(" ", "").lower().split(",")[-1] != "chunked":
+            raise BadMessage(f"unsupported Transfer-Encoding {te[:40]!r}")
+        return Framing(chunked=True)
+    return Framing(length=_content_length(cl)) if cl is not None else NO_BODY
+
+
+def response_framing(head: Head, request_method: str) -> Framing:
+    """RFC 9112 §6.3 for responses to ``request_method``."""
+    status = int(head.start[1])
+    if request_method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return NO_BODY
+    te = head.get("transfer-encoding")
+    if te is not None:
+        if te.replace(" ", "").lower().split(",")[-1] == "chunked":
+            return Framing(chunked=True)
+        return Framing(until_close=True)
+    cl = head.get("content-length")
+    return Framing(length=_content_length(cl)) if cl is not None else Framing(until_close=True)
+
+
+def _content_length(value: str) -> int:
+    values = {v.strip() for v in value.split(",")}
+    if len(values) != 1:
+        raise BadMessage(f"conflicting Content-Length {value[:40]!r}")
+    text = values.pop()
+    if not (text.isascii() and text.isdigit()):
+        raise BadMessage(f"bad Content-Length {text[:40]!r}")
+    return int(text)
+
+
+async def read_body(reader: asyncio.StreamReader, framing: Framing, limit: int) -> bytes | None:
+    """The whole body of a Content-Length body of at most ``limit`` bytes; None otherwise (stream it)."""
+    if framing.chunked or framing.until_close or framing.length > limit:
+        return None
+    return await reader.readexactly(framing.length) if framing.length else b""
+
+
+async def relay_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framing: Framing) -> None:
+    """Copy one body from ``reader`` to ``writer`` in its own framing, ending exactly where it ends."""
+    if framing.chunked:
+        await _relay_chunked(reader, writer)
+    elif framing.until_close:
+        while data := await reader.read(COPY_CHUNK):
+            writer.write(data)
+            await writer.drain()
+    else:
+        await _relay_exactly(reader, writer, framing.length)
+
+
+async def _relay_exactly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remaining: int) -> None:
+    while remaining > 0:
+        data = await reader.read(min(COPY_CHUNK, remaining))
+        if not data:
+            raise asyncio.IncompleteReadError(b"", remaining)
+        writer.write(data)
+        remaining -= len(data)
+        if writer.transport.get_write_buffer_size() > COPY_CHUNK:
+            await writer.drain()
+
+
+async def _relay_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        writer.write(line)
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise BadMessage(f"bad chunk size {size_text[:20]!r}") from None
+        if size == 0:
+            while True:  # trailers, then the blank line
+                trailer = await reader.readuntil(b"\r\n")
+                writer.write(trailer)
+                if trailer == b"\r\n":
+                    return
+        await _relay_exactly(reader, writer, size + 2)
+
+
+def keep_alive(head: Head, version: str) -> bool:
+    """Whether the peer keeps the connection open after this message (HTTP/1.1 by default, 1.0 on request)."""
+    tokens = head.connection_tokens()
+    if "close" in tokens:
+        return False
+    return version == "HTTP/1.1" or "keep-alive" in tokens
+
+
+def forwardable(headers: list[tuple[str, str]], connection_tokens: set[str]) -> list[tuple[str, str]]:
+    """``headers`` without hop-by-hop ones and those the Connection header names."""
+    drop = HOP_BY_HOP | connection_tokens
+    return [(k, v) for k, v in headers if k.lower() not in drop]
+
+
+def simple_response(status: int, reason: str, body: str, *, close: bool) -> bytes:
+    payload = body.encode() + b"\n"
+    headers = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(payload)))]
+    if close:
+        headers.append(("connection", "close"))
+    return serialize(("HTTP/1.1", str(status), reason), headers) + payload
