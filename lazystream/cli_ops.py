@@ -212,8 +212,13 @@ def replay(
     moves = ops_replay.summarize_moves(plan)
     result: dict[str, Any] = {"group": plan.group, "since": at, "records": plan.records, "moves": moves}
     if dry_run:
-        result["changes"] = ops_replay.changes_as_dicts(_preview(config, kubeconfig, plan, output == "text"))
         result["liveMembers"] = _live_members(config)
+        try:
+            changes = _preview(config, kubeconfig, plan, output == "text")
+        except Exception as exc:  # the offsets part of the dry run stands on its own
+            result["changes"], result["clusterError"] = None, f"{type(exc).__name__}: {exc}"
+        else:
+            result["changes"] = ops_replay.changes_as_dicts(changes)
     else:
         _run(ops_replay.apply_replay(config, plan))
     if output == "json":
@@ -277,6 +282,9 @@ def _print_replay(result: dict[str, Any], dry_run: bool) -> None:
         return
     if result.get("liveMembers"):
         click.echo(f"note: the group has {result['liveMembers']} live member(s); a real replay would refuse")
+    if result.get("clusterError"):
+        click.echo(f"fence changes not computed: cannot read the API server ({result['clusterError']})")
+        return
     changes = result.get("changes") or []
     if not changes:
         click.echo("no fence would change")

@@ -50,7 +50,11 @@ class Worker:
             concurrency=config.sink.concurrency,
             field_manager=config.sink.field_manager,
         )
-        self.stream: WorkerApp = create_worker_app(config, self.cache, self._on_fence_learned)
+        self.synced = asyncio.Event()
+        """Set once the cluster cache has listed every kind: the ingest agent waits for it."""
+        self.stream: WorkerApp = create_worker_app(
+            config, self.cache, self._on_fence_learned, cluster_synced=self.synced.wait
+        )
         self.ready = asyncio.Event()
         self.ticks = 0
         self._install_lifecycle(self.stream.app)
@@ -141,6 +145,7 @@ class Worker:
                     "cluster cache not synced after %.0f s; continuing with what is listed",
                     CACHE_SYNC_TIMEOUT,
                 )
+            worker.synced.set()
             await worker.sink.start()
             await app.tables.recovery.completed.wait()  # type: ignore[attr-defined]  # learned state recovered from changelog/RocksDB
             seeded = await worker.seed()
@@ -181,4 +186,5 @@ def run(config: Config, loglevel: str | None = None) -> None:
     """Run until SIGTERM/SIGINT, logging as ``global.log`` says (``loglevel`` overrides its level)."""
     worker = Worker(config)
     options = logs.faust_worker_options(config.global_.log, loglevel)
+    worker.app.conf.loghandlers = options.pop("loghandlers")  # faust.Worker takes them from the app
     faust.Worker(worker.app, quiet=True, **options).execute_from_commandline()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -130,10 +130,15 @@ INGEST_BATCH_WITHIN = 0.05
 
 
 def create_worker_app(
-    config: Config, cluster: ClusterView, on_fence_changed: Callable[[ObjectKey], None]
+    config: Config,
+    cluster: ClusterView,
+    on_fence_changed: Callable[[ObjectKey], None],
+    cluster_synced: Callable[[], Awaitable[Any]] | None = None,
 ) -> WorkerApp:
     """The app ``lazystream worker`` runs: the ingest agent (access → edges, dead letters) and the table
-    agent (edges → the RocksDB learned-state table keyed by fence, its only writer)."""
+    agent (edges → the RocksDB learned-state table keyed by fence, its only writer). The ingest agent
+    awaits ``cluster_synced`` first: records waiting on the topic at start (after an outage, or a replay)
+    resolved against an empty cluster cache would be ignored as having no source."""
     app = create_app(config)
     topics = declare_topics(app, config)
     table = app.Table(
@@ -155,6 +160,8 @@ def create_worker_app(
 
     @app.agent(topics.access, name="ingest")
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
+        if cluster_synced is not None:
+            await cluster_synced()
         # Batches: one lock acquisition and one loop per batch; the batch is acked after the body (so
         # at-least-once). The ingest agent writes no table, so take_events is safe here.
         async for events in stream.take_events(INGEST_BATCH, within=INGEST_BATCH_WITHIN):  # type: ignore[attr-defined]
