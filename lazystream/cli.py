@@ -16,7 +16,7 @@ import click
 import yaml
 
 from lazystream import __version__, logs
-from lazystream.config import CONFIG_ENV, Config, ConfigError, load_config
+from lazystream.config import CONFIG_ENV, Config, ConfigError, LogSettings, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -236,7 +236,7 @@ def render(access_log: Path, cluster: Path, config_file: Path | None, output: st
 
 def run() -> None:
     """Console entry point with logging set up for the CLI commands."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(LogSettings(), stream=sys.stderr)  # until a command has read global.log
     main(prog_name="lazystream")
 
 

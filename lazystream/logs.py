@@ -31,6 +31,7 @@ DEFAULT_MAX_SIZE_MB = 100
 """lumberjack's size when ``maxSizeMB`` is 0."""
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _TIME_FORMAT = "%Y-%m-%dT%H-%M-%S.%f"
+HANDLER_NAME = "lazystream"
 
 SLIME_LEVELS = {
     "": logging.INFO,
@@ -137,6 +138,7 @@ def handlers_for(settings: LogSettings, stream: TextIO | None = None) -> list[lo
     else:
         handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.set_name(HANDLER_NAME)
     return [handler]
 
 
@@ -148,7 +150,9 @@ def configure(
     handlers = handlers_for(settings, stream)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == HANDLER_NAME:  # ours from an earlier call; others' (test capture) stay
+            root.removeHandler(old)
+            old.close()
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(level_of(level if level is not None else settings.log_level))

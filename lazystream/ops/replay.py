@@ -1,8 +1,8 @@
 """``lazystream replay``: re-process retained records by moving the worker group's offsets back.
 
-After an outage (records arrived while the workers were down is *not* a case for replay: the group resumes
-from its committed offsets) or after a fix to parsing or resolution, the records already consumed can be
-processed again: with every worker stopped, the group's committed offsets on the access topic (and, when
+Records that arrive while the workers are down need no replay: the group resumes from its committed
+offsets. Replay is for records already consumed — when they were processed wrongly (a fix to parsing or
+resolution, a cluster that was incomplete at the time) or the learned state was lost with its changelog: with every worker stopped, the group's committed offsets on the access topic (and, when
 asked, the edges topic) move to the first record at or after ``--since`` (or to the beginning), and the
 workers re-read from there when they start.
 
