@@ -2,9 +2,10 @@
 
 Records that arrive while the workers are down need no replay: the group resumes from its committed
 offsets. Replay is for records already consumed — when they were processed wrongly (a fix to parsing or
-resolution, a cluster that was incomplete at the time) or the learned state was lost with its changelog: with every worker stopped, the group's committed offsets on the access topic (and, when
-asked, the edges topic) move to the first record at or after ``--since`` (or to the beginning), and the
-workers re-read from there when they start.
+resolution, a cluster that was incomplete at the time) or the learned state was lost with its
+changelog. With every worker stopped, the group's committed offsets on the access topic (and, when asked,
+the edges topic) move to the first record at or after ``--since`` (or to the beginning), and the workers
+re-read from there when they start.
 
 Replaying is safe over current state: learned state only grows by observations, the table agent skips
 messages that change nothing, and the sink skips writes whose object already equals the desired one. The
