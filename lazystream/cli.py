@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -14,8 +15,8 @@ from typing import Any, TypeVar
 import click
 import yaml
 
-from lazystream import __version__
-from lazystream.config import CONFIG_ENV, Config, ConfigError, load_config
+from lazystream import __version__, logs
+from lazystream.config import CONFIG_ENV, Config, ConfigError, LogSettings, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,12 +48,16 @@ def load(config_file: Path | None, overrides: Mapping[str, Any] | None = None) -
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            return load_config(config_file, overrides=overrides)
+            config = load_config(config_file, overrides=overrides)
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from exc
         finally:
             for warning in caught:
                 click.echo(f"warning: {warning.message}", err=True)
+    logs.configure(config.global_.log, stream=sys.stderr)  # global.log: level, rotation, format
+    for chatty in ("aiokafka", "kubernetes"):  # their INFO lines are noise around a command's output
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    return config
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -92,16 +97,15 @@ def main() -> None:
 @click.option(
     "--loglevel",
     type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-    help="Log level.",
+    help="Log level (default: global.log.logLevel, else info). Logs go to standard output, or with "
+    "global.log.logRotate to a rotating file (global.log.logRotateConfig).",
 )
 def worker(
     config_file: Path | None,
     kafka_bootstrap: str | None,
     data_dir: Path | None,
     web_port: int | None,
-    loglevel: str,
+    loglevel: str | None,
 ) -> None:
     """Run a stream worker until interrupted (SIGINT / SIGTERM).
 
@@ -446,5 +450,8 @@ def reset(target: str, admin_url: str | None, config_file: Path | None) -> None:
 
 def run() -> None:
     """Console entry point with logging set up for the CLI commands."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(LogSettings(), stream=sys.stderr)  # until a command has read global.log
     main(prog_name="lazystream")
+
+
+from lazystream import cli_ops  # noqa: E402, F401 - registers tail, replay, topics and graph on main

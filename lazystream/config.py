@@ -123,6 +123,7 @@ SLIME_MISC_DEFAULTS: Mapping[str, str] = {
 GlobalSidecarMode = Literal["cluster", "namespace"]
 MetricSourceType = Literal["accesslog", "prometheus"]
 PartitionKey = Literal["fence", "namespace"]
+LogFormat = Literal["text", "json"]
 HandlerType = Literal["Value", "Group"]
 SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
 
@@ -489,6 +490,9 @@ class LogSettings:
     log_rotate_config: LogRotateSettings = field(default_factory=LogRotateSettings)
     """Rotation settings."""
 
+    log_format: LogFormat = field(default="text", metadata=meta(empty_is_default=True))
+    """lazystream's own key: ``text`` lines, or ``json`` (one object per line: time, level, logger, msg)."""
+
     def __post_init__(self) -> None:
         if self.log_level.lower() not in _LOG_LEVELS:
             fail(
@@ -696,11 +700,22 @@ class TablesSettings:
     """Event-time bucket of the dedupe, in seconds: an edge already recorded in the current bucket does not
     touch the table again (decisions §1.1)."""
 
+    version: int = 1
+    """Version of the learned-state table: version 1 is the table ``learned``, version N > 1 is
+    ``learned-vN``, with its own changelog topic and RocksDB files. ``lazystream topics scale`` moves to the
+    next version, because faust cannot repartition a table's changelog in place."""
+
     def __post_init__(self) -> None:
         if not str(self.data_dir):
             fail("dataDir", "is required")
         _check_at_least("blockCacheBytes", self.block_cache_bytes, 1)
         _check_positive("bucketSeconds", self.bucket_seconds)
+        _check_at_least("version", self.version, 1)
+
+    @property
+    def table_name(self) -> str:
+        """The faust name of the learned-state table at this version."""
+        return "learned" if self.version == 1 else f"learned-v{self.version}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

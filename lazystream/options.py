@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from lazystream.config import Config, LabelSelector
 from lazystream.domain import autofence, envoyfilters
+from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import AliasRule, FenceOptions
 from lazystream.domain.render import RenderOptions
 from lazystream.domain.resolution import ResolveOptions
@@ -95,3 +96,12 @@ def render_options(config: Config) -> RenderOptions:
         support_h2=config.general.support_h2,
         max_record_bytes=config.fence.max_record_bytes,
     )
+
+
+def in_scope(config: Config, key: ObjectKey) -> bool:
+    """Whether a fence is in the namespace scope (``whiteNamespaceList`` / ``blackNamespaceList``): fences
+    outside it are left alone, as Slime leaves namespaces outside its scope alone."""
+    general = config.general
+    if key.namespace in general.black_namespaces:
+        return False
+    return not general.white_namespaces or key.namespace in general.white_namespaces

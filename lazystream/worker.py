@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 
+from lazystream import logs
 from lazystream.config import Config
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
@@ -189,7 +190,9 @@ class Worker:
         return ", ".join(parts) or "idle"
 
 
-def run(config: Config, loglevel: str) -> None:
-    """Run until SIGTERM/SIGINT."""
+def run(config: Config, loglevel: str | None = None) -> None:
+    """Run until SIGTERM/SIGINT, logging as ``global.log`` says (``loglevel`` overrides its level)."""
     worker = Worker(config)
-    faust.Worker(worker.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    options = logs.faust_worker_options(config.global_.log, loglevel)
+    worker.app.conf.loghandlers = options.pop("loghandlers")  # faust.Worker takes them from the app
+    faust.Worker(worker.app, quiet=True, **options).execute_from_commandline()

@@ -27,6 +27,7 @@ class Op(StrEnum):
     SEED = "seed"
     RESET = "reset"
     EXPIRE = "expire"
+    RESTORE = "restore"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,16 @@ def expire(hosts: Iterable[str], now: float) -> dict[str, Any]:
     return {"op": Op.EXPIRE.value, "hosts": sorted(set(hosts)), "t": now}
 
 
+def restore(state: Mapping[str, LearnedHost], now: float) -> dict[str, Any]:
+    """A fence's whole learned state, carried to a new partition by ``lazystream topics scale``: replaying
+    old edges after a partition change would land them on other partitions than the fence's new ones."""
+    return {
+        "op": Op.RESTORE.value,
+        "state": {h: [v.first, v.last, v.count] for h, v in sorted(state.items())},
+        "t": now,
+    }
+
+
 def encode_state(state: Mapping[str, LearnedHost]) -> bytes:
     return orjson.dumps({h: [v.first, v.last, v.count] for h, v in sorted(state.items())})
 
@@ -108,6 +119,19 @@ def apply(state: LearnedState, message: Mapping[str, Any], bucket_seconds: float
         return {**state, **{h: LearnedHost(now, now, 0) for h in hosts}}
     if op == Op.RESET:
         return {} if state else None
+    if op == Op.RESTORE:
+        restored = decode_state(orjson.dumps(message.get("state") or {}))
+        merged = dict(state)
+        for host, value in restored.items():
+            old = state.get(host)
+            merged[host] = (
+                value
+                if old is None
+                else LearnedHost(
+                    min(old.first, value.first), max(old.last, value.last), max(old.count, value.count)
+                )
+            )
+        return merged if merged != state else None
     if op == Op.EXPIRE:
         gone = [h for h in message.get("hosts") or [] if h in state]
         if not gone:

@@ -127,7 +127,7 @@ def create_worker_app(
     app = create_app(config)
     topics = declare_topics(app, config)
     table = app.Table(
-        "learned",
+        config.tables.table_name,
         default=None,
         key_type=bytes,
         value_type=bytes,

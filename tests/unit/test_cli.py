@@ -32,6 +32,15 @@ from lazystream.cli import main
             ["NAMESPACE/NAME", "--admin-url", "LAZYSTREAM_ADMIN_URL", "--output", "table|json|yaml"],
         ),
         (["reset"], ["NAMESPACE[/NAME]", "--admin-url", "svfReset"]),
+        (
+            ["tail"],
+            ["TOPIC", "--since", "--from-beginning", "--follow", "--key", "--partition", "--limit", "json"],
+        ),
+        (["replay"], ["--since", "--from-beginning", "--topic", "--dry-run", "--wait", "refuses"]),
+        (["topics", "create"], ["topics.partitions", "topics.replication"]),
+        (["topics", "describe"], ["--scan", "lag", "namespace"]),
+        (["topics", "scale"], ["--partitions", "--dry-run", "tables.version", "README"]),
+        (["graph"], ["--namespace", "--from", "dot", "mermaid", "svg"]),
     ],
 )
 def test_help_is_complete(args: list[str], expected: list[str]) -> None:
