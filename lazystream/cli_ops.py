@@ -198,8 +198,8 @@ def replay(
     Use it after an outage or a fix (for example to parsing or resolution) to run records the workers
     already consumed through them again. Every worker must be stopped: the command refuses while the
     consumer groups (kafka.appId, and <appId>-ingest for the access topic) have live members. Start the
-    workers afterwards; they resume from the moved offsets. Replaying over current state changes nothing (the table and the sink skip no-op writes);
-    replaying into empty state rebuilds what the records imply.
+    workers afterwards; they resume from the moved offsets. Replaying over current state changes nothing
+    (the table and the sink skip no-op writes); replaying into empty state rebuilds what the records imply.
     """
     from lazystream.ops import replay as ops_replay
 
