@@ -5,25 +5,33 @@ learned-state table; the watch cache lists the cluster; the sink starts; if lear
 are seeded from their ``status.metricStatus`` through the edges topic. From then on a table write, a
 cluster change or the periodic refresh schedules a fence, and the sink writes what the domain core
 computes for it. SIGTERM stops the sink (after a last drain) and the watches, then faust.
+
+Cluster-wide work (autoFence, and the leader's other duties) runs only while this worker holds the
+leader Lease (decisions §1.2); losing the Lease cancels it at once. The admin API (health, readiness,
+resets, explain) is served on ``web.port`` from the start, so probes answer during recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 
 from lazystream import logs
+from lazystream.admin import AdminHooks, AdminServer, cache_explainer, cache_fences_in, create_admin_app
 from lazystream.config import Config
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import learned_from_metric_status
+from lazystream.kube.autofencer import AutoFencer
 from lazystream.kube.client import api_client
 from lazystream.kube.informers import ClusterCache
+from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identity
 from lazystream.kube.sink import Desired, FenceSink, Observed
-from lazystream.options import fence_options
+from lazystream.options import autofence_options, fence_options, in_scope
 from lazystream.stream.app import WorkerApp, create_worker_app
 from lazystream.stream.pipeline import FenceComputer
 
@@ -41,7 +49,10 @@ class Worker:
         self.api = api_client(config.kube.kubeconfig)
         self.computer = FenceComputer(fence_options(config))
         self.cache = ClusterCache(
-            self.api, cluster_domain=config.fence.cluster_domain, on_change=self._on_cluster_change
+            self.api,
+            cluster_domain=config.fence.cluster_domain,
+            on_change=self._on_cluster_change,
+            on_kind_change=self._on_kind_change,
         )
         self.sink = FenceSink(
             self.api,
@@ -53,7 +64,68 @@ class Worker:
         self.stream: WorkerApp = create_worker_app(config, self.cache, self._on_fence_learned)
         self.ready = asyncio.Event()
         self.ticks = 0
+        self.autofencer = self._autofencer()
+        self.elector = self._elector()
+        self.admin = AdminServer(create_admin_app(self._admin_hooks()), config.web.host, config.web.port)
         self._install_lifecycle(self.stream.app)
+
+    def _autofencer(self) -> AutoFencer | None:
+        options = autofence_options(self.config)
+        if not options.enabled:
+            return None  # as in Slime: without autoFence, fences are the users' alone
+        return AutoFencer(
+            self.api,
+            self.cache,
+            options,
+            field_manager=self.config.sink.field_manager,
+            in_scope=self.in_scope,
+        )
+
+    def _elector(self) -> LeaderElector | None:
+        election = self.config.leader_election
+        if not election.enabled:
+            return None
+        return LeaderElector(
+            self.api,
+            LeaseSettings.from_config(self.config),
+            identity=election.identity or default_identity(),
+            lead=self.lead,
+            on_change=lambda leading: log.info("leader: %s", "leading" if leading else "not leading"),
+        )
+
+    def _admin_hooks(self) -> AdminHooks:
+        def learned_state(key: ObjectKey) -> learned.LearnedState | None:
+            if not self.stream.owns(key):
+                return None
+            return learned.decode_state(self.stream.table.get(learned.fence_key(key)))
+
+        return AdminHooks(
+            send_edge=self.stream.send_edge,
+            fences_in=cache_fences_in(self.cache),
+            explain=cache_explainer(
+                self.cache,
+                learned_state=learned_state,
+                recent_rejections=lambda: self.stream.ingest.recent_rejections,
+                options=fence_options(self.config),
+            ),
+            ready={"cachesSynced": lambda: self.cache.synced, "workerReady": self.ready.is_set},
+        )
+
+    # -- leader work -----------------------------------------------------------------------------------
+
+    @property
+    def duties(self) -> list[Callable[[], Awaitable[None]]]:
+        """What the leader runs, concurrently, for as long as it leads."""
+        return [self.autofencer.run] if self.autofencer is not None else []
+
+    async def lead(self) -> None:
+        await self.ready.wait()
+        duties = self.duties
+        log.info("leader: running %d duties", len(duties))
+        if duties:
+            await asyncio.gather(*(duty() for duty in duties))
+        else:
+            await asyncio.Event().wait()  # nothing to do but hold the Lease until it is lost or released
 
     @property
     def app(self) -> faust.App:
@@ -64,6 +136,11 @@ class Worker:
     def _on_fence_learned(self, key: ObjectKey) -> None:
         if self.ready.is_set():
             self.sink.schedule(key)
+
+    def _on_kind_change(self, kind: str) -> None:
+        """Called from a watch thread."""
+        if self.autofencer is not None and kind in ("Service", "Namespace", "ServiceFence"):
+            self.autofencer.poke()
 
     def _on_cluster_change(self, keys: set[ObjectKey], reason: str) -> None:
         """Called from a watch thread."""
@@ -82,12 +159,8 @@ class Worker:
     # -- computing ------------------------------------------------------------------------------------
 
     def in_scope(self, key: ObjectKey) -> bool:
-        """Namespace scope (``whiteNamespaceList`` / ``blackNamespaceList``): fences outside it are left
-        alone, as Slime leaves namespaces outside its scope alone."""
-        general = self.config.general
-        if key.namespace in general.black_namespaces:
-            return False
-        return not general.white_namespaces or key.namespace in general.white_namespaces
+        """Namespace scope (``whiteNamespaceList`` / ``blackNamespaceList``)."""
+        return in_scope(self.config, key)
 
     def compute(self, key: ObjectKey) -> tuple[Desired, Observed] | None:
         """What the sink writes for ``key`` now; None when the fence is gone or not this worker's."""
@@ -98,7 +171,11 @@ class Worker:
             if fence is None:
                 self.computer.forget(key)
                 self.cache.forget_fence(key)
-                return None
+                sidecar = self.cache.sidecars.get(key)
+                if sidecar is None:
+                    return None
+                # a deleted fence leaves no Sidecar of ours behind (no garbage collector is assumed)
+                return Desired(status=None, sidecar=None), Observed(status=None, sidecar=sidecar)
             plan = self.computer.plan(
                 fence, self.stream.learned_hosts(key), self.cache.state, self.cache.sidecars.get(key)
             )
@@ -122,13 +199,17 @@ class Worker:
             ]
         count = 0
         for key, hosts in fences:
-            if hosts and self.stream.owns(key):
+            if hosts and self.in_scope(key) and self.stream.owns(key):
                 await self.stream.send_edge(key, learned.seed(hosts, self.computer.clock()))
                 count += 1
         return count
 
     def _install_lifecycle(self, app: faust.App) -> None:
         worker = self
+
+        @app.task
+        async def start_admin() -> None:
+            await worker.admin.start()
 
         @app.task
         async def start_kubernetes() -> None:
@@ -150,6 +231,10 @@ class Worker:
             log.info(
                 "lazystream ready: %d fences seeded, %d fences scheduled", seeded, worker.schedule_owned()
             )
+            if worker.elector is not None:
+                await worker.elector.start()
+            else:
+                app.add_future(worker.lead())
 
         @app.timer(interval=self.config.fence.refresh_period_seconds)
         async def refresh() -> None:
@@ -168,8 +253,11 @@ class Worker:
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def stop_kubernetes(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+            if worker.elector is not None:
+                await worker.elector.stop()  # releases the Lease: another worker takes over at once
             await worker.sink.stop()
             await asyncio.to_thread(worker.cache.stop)
+            await worker.admin.stop()
             worker.api.close()
 
     async def consume_access(self) -> None:
@@ -187,6 +275,8 @@ class Worker:
         parts = [f"{n} {k}" for k, n in sorted(self.stream.ingest.outcomes.items())]
         parts += [f"{n} {k}" for k, n in sorted(self.stream.counters.items())]
         parts += [f"{n} {k}" for k, n in sorted(self.sink.writes_total.items())]
+        if self.autofencer is not None:
+            parts += [f"{n} autofence:{k}" for k, n in sorted(self.autofencer.counters.items())]
         return ", ".join(parts) or "idle"
 
 

@@ -215,6 +215,7 @@ class ClusterCache:
         *,
         cluster_domain: str = "cluster.local",
         on_change: OnChange | None = None,
+        on_kind_change: Callable[[str], None] | None = None,
         resync_seconds: float = 300.0,
         kinds: Iterable[str] = ALL_KINDS,
         watch_timeout_seconds: int = WATCH_TIMEOUT_S,
@@ -227,6 +228,9 @@ class ClusterCache:
         self.api_client = api_client
         self.cluster_domain = cluster_domain
         self.on_change = on_change
+        self.on_kind_change = on_kind_change
+        """Called (from a watch thread) with the kind of any object that changed, whether or not a fence is
+        affected: autoFence reacts to Services and Namespaces that no fence depends on yet."""
         self.resync_seconds = resync_seconds
         self.watch_timeout_seconds = watch_timeout_seconds
         self.crd_retry_seconds = crd_retry_seconds
@@ -543,6 +547,7 @@ class ClusterCache:
         with self._lock:
             affected = self._remove(kind, key) if kind_type == "DELETED" else self._upsert(kind, key, obj)
         self._notify(affected, f"{kind} {kind_type} {key}")
+        self._notify_kind(kind)
 
     def _reconcile(self, worker: _KindWorker, items: list[dict[str, Any]], reason: str) -> None:
         """Make the cache hold exactly ``items`` of this kind: apply new and changed ones, delete the rest."""
@@ -563,6 +568,14 @@ class ClusterCache:
             worker.synced.set()
             self._progress.notify_all()
         self._notify(affected, reason)
+        self._notify_kind(kind)
+
+    def _notify_kind(self, kind: str) -> None:
+        if self.on_kind_change is not None:
+            try:
+                self.on_kind_change(kind)
+            except Exception:
+                log.exception("on_kind_change failed for %s", kind)
 
     def _notify(self, keys: set[ObjectKey], reason: str) -> None:
         if not keys or self.on_change is None:

@@ -39,6 +39,7 @@ from kubernetes.dynamic import DynamicClient
 from urllib3.exceptions import HTTPError
 
 from lazystream.domain.cluster import ObjectKey
+from lazystream.kube.cleanup import delete_sidecar_if_ours
 from lazystream.kube.client import FIELD_MANAGER
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ class Desired:
     status: dict[str, Any] | None
     """The fence's full desired ``status`` (``domains``, ``metricStatus``); None: do not write status."""
     sidecar: dict[str, Any] | None
-    """The full desired Sidecar object; None: there is no Sidecar to apply (nothing is deleted here)."""
+    """The full desired Sidecar object; None: there should be no Sidecar (a disabled or deleted fence, or
+    one that selects no workload): an observed one that lazystream wrote is deleted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +432,8 @@ class FenceSink:
                     None if observed is None else _sidecar_matches(desired.sidecar, observed.sidecar)
                 )
                 await self._apply(key, "sidecar", desired.sidecar, sidecar_matches, self._apply_sidecar)
+            elif observed is not None and observed.sidecar is not None:
+                return await self._remove_sidecar(key)
         except _Gone:
             self._forget(key)
             return False
@@ -490,6 +494,21 @@ class FenceSink:
                 self._last_applied[(key, kind)] = wanted
                 self.writes_total[f"{kind}:applied"] += 1
                 return
+
+    async def _remove_sidecar(self, key: ObjectKey) -> bool:
+        """Delete the fence's Sidecar if lazystream wrote it (decided from the server's managedFields, not
+        from memory); True when it should be tried again later."""
+        try:
+            deleted = await self._call(delete_sidecar_if_ours, self._api, key, self.field_manager)
+        except Exception as exc:
+            self.writes_total[_error_label(exc)] += 1
+            log.warning("sink: Sidecar of fence %s not deleted, trying again later: %s", key, _describe(exc))
+            return _retryable(exc)
+        self._last_applied.pop((key, "sidecar"), None)
+        self.writes_total["sidecar:deleted" if deleted else "sidecar:foreign"] += 1
+        if deleted:
+            log.info("sink: deleted the Sidecar of fence %s (the fence wants none)", key)
+        return False
 
     def _forget(self, key: ObjectKey) -> None:
         """Drop what is remembered of a fence that is gone, so memory stays bounded and a fence recreated

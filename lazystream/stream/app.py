@@ -51,8 +51,7 @@ def create_app(config: Config) -> faust.App:
         topic_partitions=config.topics.partitions,
         topic_replication_factor=config.topics.replication,
         topic_allow_declare=True,
-        web_port=config.web.port,
-        web_host=config.web.host,
+        web_enabled=False,  # the admin API (lazystream.admin) serves web.port
         # Learned state is written only by the table agent; never rely on exactly-once (decisions §1).
         processing_guarantee="at_least_once",
         autodiscover=False,

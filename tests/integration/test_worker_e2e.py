@@ -90,6 +90,7 @@ def worker_env(
         LAZYSTREAM_FENCE_REFRESH_PERIOD_SECONDS="2",
         # tests share one API server: each worker manages its own test's namespace only
         LAZYSTREAM_GENERAL_WHITE_NAMESPACE_LIST=namespace,
+        LAZYSTREAM_LEADER_ELECTION_LEASE_NAMESPACE=namespace,
         **extra,
     )
 

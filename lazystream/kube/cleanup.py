@@ -1,0 +1,160 @@
+"""Removing what lazystream wrote, found from the API server rather than from memory (decisions §1.2, §6).
+
+An object is lazystream's when its ``managedFields`` name lazystream's field manager: every write goes
+through server-side apply with that one manager, and a restarted worker remembers nothing. Fences are
+lazystream's to delete only when they also carry the created-by label (auto-created); on a manual fence
+lazystream owns nothing but the status fields it applied, and gives those back.
+
+The order is the one of decisions §1.2: Sidecars first (workloads get the full config back), then the fences
+lazystream created, then the fallback EnvoyFilters, so no workload is ever fenced without a fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from lazystream.domain.autofence import is_auto_created
+from lazystream.domain.cluster import ObjectKey
+from lazystream.kube.client import FIELD_MANAGER
+
+log = logging.getLogger(__name__)
+
+SIDECAR = ("networking.istio.io/v1alpha3", "Sidecar")
+SERVICE_FENCE = ("microservice.slime.io/v1alpha1", "ServiceFence")
+ENVOY_FILTER = ("networking.istio.io/v1alpha3", "EnvoyFilter")
+
+
+def managed_by(obj: Mapping[str, Any], field_manager: str = FIELD_MANAGER) -> bool:
+    """Whether ``field_manager`` holds fields of ``obj`` (any operation, any subresource)."""
+    entries = (obj.get("metadata") or {}).get("managedFields") or []
+    return any(entry.get("manager") == field_manager for entry in entries)
+
+
+def _resource(dyn: DynamicClient, kind: tuple[str, str]) -> Any:
+    return dyn.resources.get(api_version=kind[0], kind=kind[1])
+
+
+def _key(obj: Mapping[str, Any]) -> ObjectKey:
+    meta = obj.get("metadata") or {}
+    return ObjectKey(meta.get("namespace", ""), meta.get("name", ""))
+
+
+def _delete(resource: Any, obj: Mapping[str, Any]) -> bool:
+    """Delete ``obj`` if it is still the version that was read (a precondition on its uid); False when it
+    is gone already."""
+    meta = obj.get("metadata") or {}
+    try:
+        resource.delete(
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            body={"preconditions": {"uid": meta.get("uid")}} if meta.get("uid") else None,
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def delete_sidecar_if_ours(api: client.ApiClient, key: ObjectKey, field_manager: str = FIELD_MANAGER) -> bool:
+    """Delete the Sidecar ``key`` when lazystream wrote it; True when it was deleted. A Sidecar someone
+    else wrote under the same name is left alone."""
+    resource = _resource(DynamicClient(api), SIDECAR)
+    try:
+        obj = resource.get(name=key.name, namespace=key.namespace).to_dict()
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return managed_by(obj, field_manager) and _delete(resource, obj)
+
+
+@dataclass
+class Removal:
+    """What :func:`remove_everything` did, in order."""
+
+    sidecars: list[ObjectKey] = field(default_factory=list)
+    fences: list[ObjectKey] = field(default_factory=list)
+    statuses: list[ObjectKey] = field(default_factory=list)
+    """Manual fences whose lazystream-applied status was given back."""
+    envoy_filters: list[ObjectKey] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.sidecars) + len(self.fences) + len(self.statuses) + len(self.envoy_filters)
+
+
+def _list(resource: Any, namespaces: Iterable[str] | None) -> list[dict[str, Any]]:
+    if namespaces is None:
+        return [item.to_dict() for item in resource.get().items]
+    out: list[dict[str, Any]] = []
+    for namespace in namespaces:
+        out += [item.to_dict() for item in resource.get(namespace=namespace).items]
+    return out
+
+
+def remove_everything(
+    api: client.ApiClient,
+    *,
+    field_manager: str = FIELD_MANAGER,
+    namespaces: Iterable[str] | None = None,
+    on_step: Callable[[str, ObjectKey], None] = lambda step, key: None,
+) -> Removal:
+    """Remove every object lazystream wrote (in ``namespaces``, or everywhere): Sidecars, then the fences
+    it created, then the fallback EnvoyFilters; manual fences keep everything but lazystream's status."""
+    dyn = DynamicClient(api)
+    scope = list(namespaces) if namespaces is not None else None
+    done = Removal()
+    sidecars = _resource(dyn, SIDECAR)
+    for obj in _list(sidecars, scope):
+        if managed_by(obj, field_manager) and _delete(sidecars, obj):
+            done.sidecars.append(_key(obj))
+            on_step("sidecar deleted", _key(obj))
+    fences = _resource(dyn, SERVICE_FENCE)
+    for obj in _list(fences, scope):
+        if not managed_by(obj, field_manager):
+            continue
+        key = _key(obj)
+        if is_auto_created(obj):
+            if _delete(fences, obj):
+                done.fences.append(key)
+                on_step("fence deleted", key)
+        else:
+            _give_back_status(dyn, key, field_manager)
+            done.statuses.append(key)
+            on_step("fence status given back", key)
+    filters = _resource(dyn, ENVOY_FILTER)
+    for obj in _list(filters, scope):
+        if managed_by(obj, field_manager) and _delete(filters, obj):
+            done.envoy_filters.append(_key(obj))
+            on_step("EnvoyFilter deleted", _key(obj))
+    return done
+
+
+def _give_back_status(dyn: DynamicClient, key: ObjectKey, field_manager: str) -> None:
+    """Apply an empty status with lazystream's manager: server-side apply then removes the status fields
+    only lazystream owned, and lazystream no longer appears in the fence's managedFields."""
+    status = dyn.resources.get(api_version=SERVICE_FENCE[0], kind=SERVICE_FENCE[1]).subresources["status"]
+    body = {
+        "apiVersion": SERVICE_FENCE[0],
+        "kind": SERVICE_FENCE[1],
+        "metadata": {"name": key.name, "namespace": key.namespace},
+    }
+    try:
+        status.server_side_apply(
+            body=body,
+            name=key.name,
+            namespace=key.namespace,
+            field_manager=field_manager,
+            force_conflicts=True,
+        )
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
