@@ -242,6 +242,56 @@ def crds_apply(kubeconfig: Path | None, directory: Path | None, timeout: float) 
     )
 
 
+@main.command()
+@kubeconfig_option
+@config_option
+@click.option(
+    "--namespace",
+    "-n",
+    "namespaces",
+    multiple=True,
+    help="Only this namespace (repeatable). Default: every namespace.",
+)
+@click.option("--yes", is_flag=True, help="Do it without asking.")
+def uninstall(
+    kubeconfig: Path | None, config_file: Path | None, namespaces: tuple[str, ...], yes: bool
+) -> None:
+    """Switch lazy loading off: remove every object lazystream wrote, in a safe order.
+
+    Stop the workers first (e.g. scale the StatefulSet to 0), or they write the objects again. The
+    objects are found from the API server, by lazystream's field manager (sink.fieldManager) in their
+    managedFields, so nothing depends on a worker's memory. Order (decisions §1.2): Sidecars first, so
+    workloads get the full mesh config back; then the ServiceFences lazystream created (created-by label);
+    then the fallback EnvoyFilters. Manual ServiceFences stay; lazystream's status fields are removed from
+    them.
+    """
+    from lazystream.kube.cleanup import remove_everything
+    from lazystream.kube.client import api_client
+
+    config = load(config_file)
+    where = ", ".join(namespaces) if namespaces else "every namespace"
+    if not yes:
+        click.confirm(f"Remove every object lazystream wrote in {where}?", abort=True, err=True)
+    rows: list[tuple[str, str]] = []
+
+    def step(what: str, key: object) -> None:
+        rows.append((what, str(key)))
+        click.echo(f"{what}: {key}", err=True)
+
+    with api_client(kubeconfig or config.kube.kubeconfig) as api:
+        done = remove_everything(
+            api,
+            field_manager=config.sink.field_manager,
+            namespaces=namespaces or None,
+            on_step=step,
+        )
+    print_table(["REMOVED", "OBJECT"], rows or [("nothing", "-")])
+    click.echo(
+        f"{len(done.sidecars)} Sidecars, {len(done.fences)} ServiceFences, {len(done.envoy_filters)} "
+        f"EnvoyFilters removed; status given back on {len(done.statuses)} manual ServiceFences"
+    )
+
+
 def _parse_time(value: str | None) -> float:
     if value is None:
         return time.time()

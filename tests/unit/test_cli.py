@@ -32,6 +32,7 @@ from lazystream.cli import main
             ["NAMESPACE/NAME", "--admin-url", "LAZYSTREAM_ADMIN_URL", "--output", "table|json|yaml"],
         ),
         (["reset"], ["NAMESPACE[/NAME]", "--admin-url", "svfReset"]),
+        (["uninstall"], ["--namespace", "--yes", "managedFields", "Sidecars first", "Stop the workers"]),
         (
             ["tail"],
             ["TOPIC", "--since", "--from-beginning", "--follow", "--key", "--partition", "--limit", "json"],

@@ -1,0 +1,249 @@
+"""Fence lifecycle on the real servers: autoFence as the tutorial walks through it, the leader failing over,
+disabling a fence, and switching lazystream off (issue 6)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.dynamic import DynamicClient
+
+from lazystream.kube.cleanup import ENVOY_FILTER, SERVICE_FENCE, SIDECAR, managed_by
+from lazystream.testing import ClusterBuilder
+from tests.fixtures.processes import WorkerProcess
+from tests.fixtures.servers import KubeServer
+from tests.integration.test_worker_e2e import LAZYSTREAM, apply_objects, get, wait_for, worker_env
+
+pytestmark = [pytest.mark.kafka, pytest.mark.kube, pytest.mark.timeout(300)]
+CREATED_BY = "app.kubernetes.io/created-by"
+FENCED = "slime.io/serviceFenced"
+FAST_LEASE = {
+    "LAZYSTREAM_LEADER_ELECTION_LEASE_DURATION_SECONDS": "4",
+    "LAZYSTREAM_LEADER_ELECTION_RENEW_DEADLINE_SECONDS": "3",
+    "LAZYSTREAM_LEADER_ELECTION_RETRY_PERIOD_SECONDS": "0.5",
+}
+
+
+def autofence_env(
+    kafka: str, kube: KubeServer, app_id: str, tmp: Path, namespace: str, **extra: str
+) -> dict[str, str]:
+    return worker_env(
+        kafka,
+        kube,
+        app_id,
+        tmp,
+        namespace,
+        LAZYSTREAM_GENERAL_AUTO_FENCE="true",
+        LAZYSTREAM_GENERAL_DEFAULT_FENCE="true",
+        **FAST_LEASE,
+        **extra,
+    )
+
+
+def fences(dynamic: DynamicClient, namespace: str) -> dict[str, dict[str, Any]]:
+    resource = dynamic.resources.get(api_version=SERVICE_FENCE[0], kind=SERVICE_FENCE[1])
+    return {f["metadata"]["name"]: f for f in (i.to_dict() for i in resource.get(namespace=namespace).items)}
+
+
+def auto_fences(dynamic: DynamicClient, namespace: str) -> set[str]:
+    return {
+        name
+        for name, f in fences(dynamic, namespace).items()
+        if (f["metadata"].get("labels") or {}).get(CREATED_BY) == "fence-controller"
+    }
+
+
+def sidecars(dynamic: DynamicClient, namespace: str) -> set[str]:
+    resource = dynamic.resources.get(api_version=SIDECAR[0], kind=SIDECAR[1])
+    return {i.metadata.name for i in resource.get(namespace=namespace).items}
+
+
+def label(core: client.CoreV1Api, namespace: str, service: str | None, value: str | None) -> None:
+    """Set (or with None remove) the serviceFenced label on a Service, or on the Namespace."""
+    patch = {"metadata": {"labels": {FENCED: value}}}
+    if service is None:
+        core.patch_namespace(namespace, patch)
+    else:
+        core.patch_namespaced_service(service, namespace, patch)
+
+
+def lease_holder(kube_api: client.ApiClient, namespace: str) -> str | None:
+    try:
+        lease = client.CoordinationV1Api(kube_api).read_namespaced_lease("lazystream-leader", namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return lease.spec.holder_identity or None
+
+
+@pytest.fixture
+def core(kube_api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(kube_api)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+def test_autofence_walkthrough_and_disable(
+    kafka_bootstrap: str,
+    kube_server: KubeServer,
+    kube_api: client.ApiClient,
+    kube_dynamic: DynamicClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    fresh_name: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    builder = ClusterBuilder()
+    for i, name in enumerate(["reviews", "ratings", "details", "manual"]):
+        builder.service(name, namespace, ips=[f"10.251.{hash(namespace) % 250}.{10 + i}"])
+    builder.fence("manual", namespace, workloadSelector={"fromService": True})
+    objects = [o for o in builder.objects() if o["kind"] != "Namespace"]
+    for obj in objects:
+        if obj["kind"] == "ServiceFence":
+            obj["metadata"]["labels"] = {"team": "payments"}  # a manual fence: never autoFence's
+    apply_objects(kube_dynamic, objects)
+    manual_before = fences(kube_dynamic, namespace)["manual"]
+
+    env = autofence_env(kafka_bootstrap, kube_server, fresh_name, tmp_path, namespace)
+    workers.append(WorkerProcess([LAZYSTREAM, "worker"], env, tmp_path / "worker.log"))
+    worker = workers[0]
+    worker.wait_for_output("lazystream ready", timeout=120)
+    three = {"reviews", "ratings", "details"}
+
+    # defaultFence: the three Services without a manual fence get one, with the created-by label
+    wait_for(lambda: auto_fences(kube_dynamic, namespace) == three, "three auto fences", worker=worker)
+    created = fences(kube_dynamic, namespace)["reviews"]
+    assert created["spec"] == {"enable": True, "workloadSelector": {"fromService": True}}
+    assert {m["manager"] for m in created["metadata"]["managedFields"]} == {"lazystream"}
+    wait_for(lambda: three <= sidecars(kube_dynamic, namespace), "their Sidecars", worker=worker)
+
+    # the Namespace label false removes every auto fence, and their Sidecars first
+    label(core, namespace, None, "false")
+    wait_for(lambda: not auto_fences(kube_dynamic, namespace), "no auto fences", worker=worker)
+    wait_for(lambda: not (three & sidecars(kube_dynamic, namespace)), "no Sidecars of them", worker=worker)
+
+    # a Service label true wins over the Namespace's: that one fence comes back
+    label(core, namespace, "ratings", "true")
+    wait_for(lambda: auto_fences(kube_dynamic, namespace) == {"ratings"}, "ratings' fence", worker=worker)
+
+    # removing both labels restores all three
+    label(core, namespace, None, None)
+    label(core, namespace, "ratings", None)
+    wait_for(lambda: auto_fences(kube_dynamic, namespace) == three, "all three again", worker=worker)
+
+    # the manual fence kept its labels and spec throughout
+    manual = fences(kube_dynamic, namespace)["manual"]
+    assert manual["metadata"]["labels"] == manual_before["metadata"]["labels"] == {"team": "payments"}
+    assert manual["spec"] == manual_before["spec"]
+
+    # enable: false on the manual fence removes its Sidecar (no garbage collector involved)
+    wait_for(
+        lambda: "manual" in sidecars(kube_dynamic, namespace), "the manual fence's Sidecar", worker=worker
+    )
+    resource = kube_dynamic.resources.get(api_version=SERVICE_FENCE[0], kind=SERVICE_FENCE[1])
+    resource.patch(
+        name="manual",
+        namespace=namespace,
+        body={"spec": {"enable": False}},
+        content_type="application/merge-patch+json",
+    )
+    wait_for(lambda: "manual" not in sidecars(kube_dynamic, namespace), "Sidecar removed", worker=worker)
+
+    # deleting an auto fence by hand: its Sidecar goes, and autoFence re-creates the fence (Slime's quirk)
+    uid = fences(kube_dynamic, namespace)["details"]["metadata"]["uid"]
+    resource.delete(name="details", namespace=namespace)
+    wait_for(
+        lambda: (
+            fences(kube_dynamic, namespace).get("details", {}).get("metadata", {}).get("uid")
+            not in (None, uid)
+        ),
+        "details' fence re-created",
+        worker=worker,
+    )
+
+    # switching off: restart the worker first (nothing may depend on its memory), stop it, uninstall
+    assert worker.stop() == 0
+    workers.append(WorkerProcess([LAZYSTREAM, "worker"], env, tmp_path / "worker2.log"))
+    workers[1].wait_for_output("lazystream ready", timeout=120)
+    wait_for(
+        lambda: three <= sidecars(kube_dynamic, namespace), "Sidecars after the restart", worker=workers[1]
+    )
+    assert workers[1].stop() == 0
+    done = subprocess.run(
+        [LAZYSTREAM, "uninstall", "--yes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert "Sidecars" in done.stdout
+    leftovers = [
+        (kind, (obj["metadata"].get("namespace"), obj["metadata"]["name"]))
+        for kind in (SIDECAR, SERVICE_FENCE, ENVOY_FILTER)
+        for obj in (
+            i.to_dict() for i in kube_dynamic.resources.get(api_version=kind[0], kind=kind[1]).get().items
+        )
+        if managed_by(obj) or (obj["metadata"].get("labels") or {}).get(CREATED_BY) == "fence-controller"
+    ]
+    assert leftovers == [], json.dumps(leftovers)
+    manual = fences(kube_dynamic, namespace)["manual"]  # the manual fence stays, without lazystream's status
+    assert manual["metadata"]["labels"] == {"team": "payments"}
+
+
+def test_leader_failover_continues_autofence(
+    kafka_bootstrap: str,
+    kube_server: KubeServer,
+    kube_api: client.ApiClient,
+    kube_dynamic: DynamicClient,
+    namespace: str,
+    fresh_name: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    builder = ClusterBuilder().service("first", namespace, ips=["10.249.0.10"])
+    apply_objects(kube_dynamic, [o for o in builder.objects() if o["kind"] != "Namespace"])
+    for i in range(2):
+        env = autofence_env(
+            kafka_bootstrap,
+            kube_server,
+            fresh_name,
+            tmp_path / f"w{i}",
+            namespace,
+            LAZYSTREAM_LEADER_ELECTION_IDENTITY=f"worker-{i}",
+        )
+        (tmp_path / f"w{i}").mkdir()
+        workers.append(WorkerProcess([LAZYSTREAM, "worker"], env, tmp_path / f"w{i}.log"))
+    for worker in workers:
+        worker.wait_for_output("lazystream ready", timeout=150)
+    wait_for(lambda: lease_holder(kube_api, namespace) is not None, "a leader")
+    wait_for(lambda: auto_fences(kube_dynamic, namespace) == {"first"}, "the first auto fence")
+
+    leader = lease_holder(kube_api, namespace)
+    index = int(str(leader).rsplit("-", 1)[1])
+    workers[index].proc.kill()  # kill -9: no release, the Lease has to expire
+    workers[index].proc.wait()
+    other = f"worker-{1 - index}"
+    wait_for(lambda: lease_holder(kube_api, namespace) == other, "the other worker to lead", timeout=30)
+
+    more = ClusterBuilder().service("second", namespace, ips=["10.249.0.11"])
+    apply_objects(kube_dynamic, [o for o in more.objects() if o["kind"] != "Namespace"])
+    wait_for(
+        lambda: auto_fences(kube_dynamic, namespace) == {"first", "second"},
+        "the new leader's auto fence",
+        worker=workers[1 - index],
+    )
+    assert get(kube_dynamic, SERVICE_FENCE[0], "ServiceFence", namespace, "second") is not None
