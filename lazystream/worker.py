@@ -37,6 +37,8 @@ from lazystream.stream.pipeline import FenceComputer
 
 log = logging.getLogger(__name__)
 CACHE_SYNC_TIMEOUT = 120.0
+DEADLINE_SLACK = 0.05
+"""Seconds after a deadline its timer fires (a deadline is "passed" strictly after it)."""
 FULL_SWEEP_TICKS = 30
 """Every this many refresh ticks, every owned fence is recomputed (the sink skips what is unchanged)."""
 
@@ -64,6 +66,7 @@ class Worker:
         self.stream: WorkerApp = create_worker_app(config, self.cache, self._on_fence_learned)
         self.ready = asyncio.Event()
         self.ticks = 0
+        self._deadline_timers: dict[ObjectKey, asyncio.TimerHandle] = {}
         self.autofencer = self._autofencer()
         self.elector = self._elector()
         self.admin = AdminServer(create_admin_app(self._admin_hooks()), config.web.host, config.web.port)
@@ -180,10 +183,42 @@ class Worker:
                 fence, self.stream.learned_hosts(key), self.cache.state, self.cache.sidecars.get(key)
             )
         self.cache.set_fence_hosts(key, plan.hosts)
+        self._set_deadline_timer(key)
         return (
             Desired(status=plan.status, sidecar=plan.sidecar),
             Observed(status=plan.observed_status, sidecar=plan.observed_sidecar),
         )
+
+    def _set_deadline_timer(self, key: ObjectKey) -> None:
+        """Recompute the fence just after its next ``spec.host`` deadline (one timer per fence)."""
+        old = self._deadline_timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        deadline = self.computer.next_deadline.get(key)
+        if deadline is not None:
+            delay = max(0.0, deadline - self.computer.clock()) + DEADLINE_SLACK
+            loop = asyncio.get_running_loop()
+            self._deadline_timers[key] = loop.call_later(delay, self.sink.schedule, key)
+
+    async def expire_idle(self) -> int:
+        """With ``fence.idleTtlSeconds``: an expiry through the edges topic for each owned fence's hosts
+        idle longer than that (the table agent re-checks each host's last observation)."""
+        ttl = self.config.fence.idle_ttl_seconds
+        if ttl is None:
+            return 0
+        now = self.computer.clock()
+        with self.cache.reading():
+            keys = [k for k in self.cache.fences if self.in_scope(k)]
+        sent = 0
+        for key in keys:
+            if not self.stream.owns(key):
+                continue
+            state = learned.decode_state(self.stream.table.get(learned.fence_key(key)))
+            idle = learned.idle_hosts(state, now, ttl)
+            if idle:
+                await self.stream.send_edge(key, learned.expire(idle, now, idle_before=now - ttl))
+                sent += 1
+        return sent
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -241,6 +276,7 @@ class Worker:
             """Slime's tick: fences with deadlines or EXPIREWAIT entries are re-evaluated."""
             if worker.ready.is_set():
                 worker.ticks += 1
+                await worker.expire_idle()
                 if worker.ticks % FULL_SWEEP_TICKS == 0:
                     worker.schedule_owned()  # also catches fences this worker was newly assigned
                 else:
@@ -255,6 +291,8 @@ class Worker:
         async def stop_kubernetes(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
             if worker.elector is not None:
                 await worker.elector.stop()  # releases the Lease: another worker takes over at once
+            for timer in worker._deadline_timers.values():
+                timer.cancel()
             await worker.sink.stop()
             await asyncio.to_thread(worker.cache.stop)
             await worker.admin.stop()

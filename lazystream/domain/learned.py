@@ -68,8 +68,20 @@ def reset(now: float) -> dict[str, Any]:
     return {"op": Op.RESET.value, "t": now}
 
 
-def expire(hosts: Iterable[str], now: float) -> dict[str, Any]:
-    return {"op": Op.EXPIRE.value, "hosts": sorted(set(hosts)), "t": now}
+def expire(hosts: Iterable[str], now: float, *, idle_before: float | None = None) -> dict[str, Any]:
+    """Forget ``hosts``. With ``idle_before``, only those not observed since that time: an observation
+    that reaches the table between the decision and this message keeps its host."""
+    message: dict[str, Any] = {"op": Op.EXPIRE.value, "hosts": sorted(set(hosts)), "t": now}
+    if idle_before is not None:
+        message["idleBefore"] = idle_before
+    return message
+
+
+def idle_hosts(state: Mapping[str, LearnedHost], now: float, ttl: float) -> list[str]:
+    """Hosts with no observation (fallback or direct) for longer than ``ttl`` (decisions §6: the optional
+    idle time-to-live). Seeded hosts count from when they were seeded."""
+    cutoff = now - ttl
+    return sorted(host for host, value in state.items() if value.last < cutoff)
 
 
 def restore(state: Mapping[str, LearnedHost], now: float) -> dict[str, Any]:
@@ -133,7 +145,12 @@ def apply(state: LearnedState, message: Mapping[str, Any], bucket_seconds: float
             )
         return merged if merged != state else None
     if op == Op.EXPIRE:
-        gone = [h for h in message.get("hosts") or [] if h in state]
+        idle_before = message.get("idleBefore")
+        gone = [
+            h
+            for h in message.get("hosts") or []
+            if h in state and (not isinstance(idle_before, int | float) or state[h].last < idle_before)
+        ]
         if not gone:
             return None
         return {h: v for h, v in state.items() if h not in gone}

@@ -131,6 +131,9 @@ class FenceComputer:
     timed: set[ObjectKey] = field(default_factory=set)
     """Fences whose output depends on the clock (EXPIREWAIT entries, deadlines): the refresh tick
     recomputes these, not every fence."""
+    next_deadline: dict[ObjectKey, float] = field(default_factory=dict)
+    """The next ``spec.host`` deadline still ahead, per fence: the worker sets a timer for it, so a
+    deadline takes effect when it passes rather than at the next tick (decisions §6)."""
 
     def plan(
         self,
@@ -148,6 +151,15 @@ class FenceComputer:
             domains, fence.domains, since, now, self.fence_options.refresh_period
         )
         self._expire_wait_since[fence.key] = since
+        ahead = [
+            s.deadline
+            for s in fence.spec.hosts.values()
+            if not s.stable and s.deadline is not None and s.deadline >= now
+        ]
+        if ahead:
+            self.next_deadline[fence.key] = min(ahead)
+        else:
+            self.next_deadline.pop(fence.key, None)
         if since or any(
             s.deadline is not None or s.auto_duration is not None for s in fence.spec.hosts.values()
         ):
@@ -166,3 +178,4 @@ class FenceComputer:
     def forget(self, key: ObjectKey) -> None:
         self._expire_wait_since.pop(key, None)
         self.timed.discard(key)
+        self.next_deadline.pop(key, None)

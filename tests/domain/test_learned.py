@@ -44,3 +44,23 @@ def test_encoding_round_trip_and_keys() -> None:
     assert learned.fence_key(ObjectKey("default", "productpage")) == b"default/productpage"
     assert learned.parse_fence_key(b"default/productpage") == ObjectKey("default", "productpage")
     assert learned.parse_fence_key(b"nonsense") is None
+
+
+def test_idle_hosts_and_conditional_expiry() -> None:
+    state = {
+        "old.a.svc.cluster.local": learned.LearnedHost(100.0, 200.0, 3),
+        "new.a.svc.cluster.local": learned.LearnedHost(100.0, 900.0, 5),
+    }
+    assert learned.idle_hosts(state, now=1000.0, ttl=500.0) == ["old.a.svc.cluster.local"]
+    assert learned.idle_hosts(state, now=1000.0, ttl=50.0) == sorted(state)
+    message = learned.expire(["old.a.svc.cluster.local"], 1000.0, idle_before=500.0)
+    assert learned.apply(state, message, 10.0) == {
+        "new.a.svc.cluster.local": state["new.a.svc.cluster.local"]
+    }
+    # an observation that reached the table after the decision keeps its host
+    seen_again = {**state, "old.a.svc.cluster.local": learned.LearnedHost(100.0, 990.0, 4)}
+    assert learned.apply(seen_again, message, 10.0) is None
+    # an unconditional expiry (Prometheus drop-outs, resets of single hosts) removes it regardless
+    assert "old.a.svc.cluster.local" not in (
+        learned.apply(seen_again, learned.expire(["old.a.svc.cluster.local"], 1000.0), 10.0) or {}
+    )

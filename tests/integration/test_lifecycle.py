@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,45 @@ def test_leader_failover_continues_autofence(
         worker=workers[1 - index],
     )
     assert get(kube_dynamic, SERVICE_FENCE[0], "ServiceFence", namespace, "second") is not None
+
+
+def test_deadline_takes_effect_when_it_passes(
+    kafka_bootstrap: str,
+    kube_server: KubeServer,
+    kube_dynamic: DynamicClient,
+    namespace: str,
+    fresh_name: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    deadline = int(time.time()) + 25
+    host = f"details.{namespace}.svc.cluster.local"
+    builder = ClusterBuilder().service("details", namespace).service("productpage", namespace)
+    builder.fence(
+        "productpage",
+        namespace,
+        workloadSelector={"fromService": True},
+        host={host: {"deadline": {"expire": {"seconds": deadline}}}},
+    )
+    apply_objects(kube_dynamic, [o for o in builder.objects() if o["kind"] != "Namespace"])
+    # a refresh period far longer than the test: only the deadline's own timer can remove the host in time
+    env = {
+        **worker_env(kafka_bootstrap, kube_server, fresh_name, tmp_path, namespace),
+        "LAZYSTREAM_FENCE_REFRESH_PERIOD_SECONDS": "600",
+    }
+    workers.append(WorkerProcess([LAZYSTREAM, "worker"], env, tmp_path / "worker.log"))
+
+    def egress() -> list[str]:
+        sidecar = get(kube_dynamic, SIDECAR[0], "Sidecar", namespace, "productpage")
+        return list(sidecar["spec"]["egress"][0]["hosts"]) if sidecar else []
+
+    wait_for(lambda: f"*/{host}" in egress(), "the host before its deadline", timeout=120, worker=workers[0])
+    assert time.time() < deadline, "the worker took too long to start for this test to mean anything"
+    wait_for(
+        lambda: f"*/{host}" not in egress(), "the host gone after its deadline", timeout=60, worker=workers[0]
+    )
+    gone_at = time.time()
+    assert deadline <= gone_at <= deadline + 10, f"removed {gone_at - deadline:+.1f} s from the deadline"
+    fence = get(kube_dynamic, SERVICE_FENCE[0], "ServiceFence", namespace, "productpage")
+    assert fence is not None
+    assert fence["status"]["domains"][host]["status"] == "EXPIRE"

@@ -97,3 +97,33 @@ def test_disabled_fence_keeps_its_status_and_has_no_sidecar() -> None:
     plan = FenceComputer(FenceOptions()).plan(fence, {"ratings.default.svc.cluster.local"}, MESH, None)
     assert plan.sidecar is None
     assert list(plan.status["metricStatus"]) == ['{destination_service="details.default.svc.cluster.local"}']
+
+
+def test_fence_computer_reports_the_next_deadline_ahead() -> None:
+    fence = {
+        "metadata": {"name": "productpage", "namespace": "default"},
+        "spec": {
+            "enable": True,
+            "workloadSelector": {"fromService": True},
+            "host": {
+                "past.default.svc.cluster.local": {"deadline": {"expire": {"seconds": 50}}},
+                "soon.default.svc.cluster.local": {"deadline": {"expire": {"seconds": 130}}},
+                "later.default.svc.cluster.local": {"deadline": {"expire": {"seconds": 500}}},
+                "kept.default.svc.cluster.local": {"stable": {}, "deadline": {"expire": {"seconds": 120}}},
+            },
+        },
+    }
+    now = [100.0]
+    computer = FenceComputer(FenceOptions(refresh_period=10.0), clock=lambda: now[0])
+    plan = computer.plan(fence, set(), MESH, None)
+    key = next(iter(computer.next_deadline))
+    assert computer.next_deadline[key] == 130.0  # the stable host's deadline does not count
+    assert "soon.default.svc.cluster.local" in plan.hosts
+    now[0] = 131.0
+    after = computer.plan({**fence, "status": plan.status}, set(), MESH, None)
+    assert after.status["domains"]["soon.default.svc.cluster.local"]["status"] == "EXPIRE"
+    assert computer.next_deadline[key] == 500.0
+    now[0] = 501.0
+    computer.plan(fence, set(), MESH, None)
+    assert key not in computer.next_deadline
+    assert key in computer.timed  # deadlines keep it on the refresh tick too
