@@ -788,6 +788,28 @@ class SinkSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class FallbackSettings:
+    """The leader's fallback objects: the ``to-global-sidecar`` EnvoyFilter(s) and the ``global-sidecar``
+    Service(s) and ConfigMap(s), kept in step with the wormhole ports (decisions §1.2; reference §8). In
+    Slime, its chart renders them (and its controller, with ``autoPort``); lazystream has no chart."""
+
+    manage: bool = True
+    """Whether the leader writes them. Off: they are someone else's (a chart), and ``autoPort`` only
+    computes ports nobody applies."""
+
+    resync_seconds: float = 10.0
+    """The objects are re-checked this often (Slime's autoPort tick), besides after every Service change."""
+
+    selector: Mapping[str, str] = field(default_factory=lambda: {"app": "global-sidecar"})
+    """The global-sidecar Service's pod selector (the labels of the global-sidecar pods)."""
+
+    def __post_init__(self) -> None:
+        _check_positive("resyncSeconds", self.resync_seconds)
+        if not self.selector:
+            fail("selector", "must select the global-sidecar pods (at least one label)")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class WebSettings:
     """The worker's HTTP endpoint (health and, later, the admin API)."""
 
@@ -1009,6 +1031,9 @@ class Config:
     """Electing the worker that does cluster-wide work (a Kubernetes Lease)."""
     global_sidecar: GlobalSidecarSettings = field(default_factory=GlobalSidecarSettings)
     """``lazystream global-sidecar``, the fallback proxy (YAML key ``globalSidecar``)."""
+
+    fallback: FallbackSettings = field(default_factory=FallbackSettings)
+    """The fallback EnvoyFilters and global-sidecar Service/ConfigMap the leader keeps in step."""
 
     values: Mapping[str, str] = field(default_factory=dict)
     """``.Values`` of dispatch cluster templates (lazystream's stand-in for Slime's chart values). In a

@@ -7,7 +7,7 @@ functions say what they read; this module is the one place that maps one onto th
 from __future__ import annotations
 
 from lazystream.config import Config, LabelSelector
-from lazystream.domain import autofence, envoyfilters
+from lazystream.domain import autofence, envoyfilters, wormhole
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import AliasRule, FenceOptions
 from lazystream.domain.render import RenderOptions
@@ -54,6 +54,17 @@ def fallback_options(config: Config) -> envoyfilters.FallbackOptions:
         add_env_header_via_lua=general.add_env_header_via_lua,
         proxy_version=general.proxy_version or None,
         revision=config.global_.self_resource_rev or None,
+        global_sidecar_port=config.global_sidecar.port,
+    )
+
+
+def port_rules(config: Config) -> wormhole.PortRules:
+    general = config.general
+    return wormhole.PortRules(
+        wormhole_ports=tuple(int(p) for p in general.wormhole_port),
+        auto_port=general.auto_port,
+        support_h2=general.support_h2,
+        cleanup=general.cleanup_wormhole_port,
     )
 
 

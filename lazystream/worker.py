@@ -6,7 +6,7 @@ are seeded from their ``status.metricStatus`` through the edges topic. From then
 cluster change or the periodic refresh schedules a fence, and the sink writes what the domain core
 computes for it. SIGTERM stops the sink (after a last drain) and the watches, then faust.
 
-Cluster-wide work (autoFence, and the leader's other duties) runs only while this worker holds the
+Cluster-wide work (autoFence, the fallback objects, Prometheus polling) runs only while this worker holds the
 leader Lease (decisions §1.2); losing the Lease cancels it at once. The admin API (health, readiness,
 resets, explain) is served on ``web.port`` from the start, so probes answer during recovery.
 """
@@ -28,10 +28,11 @@ from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import learned_from_metric_status
 from lazystream.kube.autofencer import AutoFencer
 from lazystream.kube.client import api_client
+from lazystream.kube.fallback import FallbackKeeper
 from lazystream.kube.informers import ClusterCache
 from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identity
 from lazystream.kube.sink import Desired, FenceSink, Observed
-from lazystream.options import autofence_options, fence_options, in_scope
+from lazystream.options import autofence_options, fallback_options, fence_options, in_scope, port_rules
 from lazystream.stream.app import WorkerApp, create_worker_app
 from lazystream.stream.pipeline import FenceComputer
 
@@ -68,6 +69,7 @@ class Worker:
         self.ticks = 0
         self._deadline_timers: dict[ObjectKey, asyncio.TimerHandle] = {}
         self.autofencer = self._autofencer()
+        self.fallback = self._fallback()
         self.elector = self._elector()
         self.admin = AdminServer(create_admin_app(self._admin_hooks()), config.web.host, config.web.port)
         self._install_lifecycle(self.stream.app)
@@ -82,6 +84,20 @@ class Worker:
             options,
             field_manager=self.config.sink.field_manager,
             in_scope=self.in_scope,
+        )
+
+    def _fallback(self) -> FallbackKeeper | None:
+        settings = self.config.fallback
+        if not settings.manage:
+            return None
+        return FallbackKeeper(
+            self.api,
+            self.cache,
+            fallback_options(self.config),
+            port_rules(self.config),
+            selector=settings.selector,
+            field_manager=self.config.sink.field_manager,
+            resync_seconds=settings.resync_seconds,
         )
 
     def _elector(self) -> LeaderElector | None:
@@ -119,7 +135,12 @@ class Worker:
     @property
     def duties(self) -> list[Callable[[], Awaitable[None]]]:
         """What the leader runs, concurrently, for as long as it leads."""
-        return [self.autofencer.run] if self.autofencer is not None else []
+        duties: list[Callable[[], Awaitable[None]]] = []
+        if self.autofencer is not None:
+            duties.append(self.autofencer.run)
+        if self.fallback is not None:
+            duties.append(self.fallback.run)
+        return duties
 
     async def lead(self) -> None:
         await self.ready.wait()
@@ -144,6 +165,8 @@ class Worker:
         """Called from a watch thread."""
         if self.autofencer is not None and kind in ("Service", "Namespace", "ServiceFence"):
             self.autofencer.poke()
+        if self.fallback is not None and self.config.general.auto_port and kind == "Service":
+            self.fallback.poke()
 
     def _on_cluster_change(self, keys: set[ObjectKey], reason: str) -> None:
         """Called from a watch thread."""
@@ -315,6 +338,8 @@ class Worker:
         parts += [f"{n} {k}" for k, n in sorted(self.sink.writes_total.items())]
         if self.autofencer is not None:
             parts += [f"{n} autofence:{k}" for k, n in sorted(self.autofencer.counters.items())]
+        if self.fallback is not None:
+            parts += [f"{n} fallback:{k}" for k, n in sorted(self.fallback.counters.items())]
         return ", ".join(parts) or "idle"
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lazystream.domain import autofence, envoyfilters
+from lazystream.domain import autofence, envoyfilters, wormhole
 from lazystream.domain.cluster import ClusterState, ObjectKey
 from lazystream.domain.fences import (
     FenceOptions,
@@ -59,15 +59,11 @@ def _sort_key(obj: Mapping[str, Any]) -> tuple[int, str, str]:
 
 def fallback_ports(cluster: ClusterState, options: RenderOptions) -> list[int]:
     """``wormholePort`` plus, with ``autoPort``, the HTTP ports of the cluster's Services."""
-    ports = {int(p) for p in options.wormhole_ports}
-    if options.auto_port:
-        ports |= {
-            port.port
-            for service in cluster.iter_services()
-            for port in service.ports
-            if envoyfilters.http_port(port.name, port.protocol, options.support_h2)
-        }
-    return envoyfilters.wormhole_ports(ports, options.fallback)
+    rules = wormhole.PortRules(
+        tuple(int(p) for p in options.wormhole_ports), options.auto_port, options.support_h2
+    )
+    in_use = wormhole.service_http_ports(cluster, options.support_h2) if options.auto_port else frozenset()
+    return sorted(wormhole.next_ports((), in_use, rules, options.fallback))
 
 
 def render(

@@ -6,7 +6,8 @@ lazystream's to delete only when they also carry the created-by label (auto-crea
 lazystream owns nothing but the status fields it applied, and gives those back.
 
 The order is the one of decisions §1.2: Sidecars first (workloads get the full config back), then the fences
-lazystream created, then the fallback EnvoyFilters, so no workload is ever fenced without a fallback.
+lazystream created, then the fallback EnvoyFilters, so no workload is ever fenced without a fallback, and last the
+global-sidecar Services and ConfigMaps the leader wrote.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 SIDECAR = ("networking.istio.io/v1alpha3", "Sidecar")
 SERVICE_FENCE = ("microservice.slime.io/v1alpha1", "ServiceFence")
 ENVOY_FILTER = ("networking.istio.io/v1alpha3", "EnvoyFilter")
+GLOBAL_SIDECAR_OBJECTS = (("v1", "Service"), ("v1", "ConfigMap"))
+"""What the leader writes for the global-sidecar besides the EnvoyFilters (named ``global-sidecar``)."""
+GLOBAL_SIDECAR_NAME = "global-sidecar"
 
 
 def managed_by(obj: Mapping[str, Any], field_manager: str = FIELD_MANAGER) -> bool:
@@ -85,10 +89,18 @@ class Removal:
     statuses: list[ObjectKey] = field(default_factory=list)
     """Manual fences whose lazystream-applied status was given back."""
     envoy_filters: list[ObjectKey] = field(default_factory=list)
+    global_sidecar: list[str] = field(default_factory=list)
+    """``<Kind> <namespace>/global-sidecar`` of the Services and ConfigMaps deleted."""
 
     @property
     def total(self) -> int:
-        return len(self.sidecars) + len(self.fences) + len(self.statuses) + len(self.envoy_filters)
+        return (
+            len(self.sidecars)
+            + len(self.fences)
+            + len(self.statuses)
+            + len(self.envoy_filters)
+            + len(self.global_sidecar)
+        )
 
 
 def _list(resource: Any, namespaces: Iterable[str] | None) -> list[dict[str, Any]]:
@@ -108,7 +120,8 @@ def remove_everything(
     on_step: Callable[[str, ObjectKey], None] = lambda step, key: None,
 ) -> Removal:
     """Remove every object lazystream wrote (in ``namespaces``, or everywhere): Sidecars, then the fences
-    it created, then the fallback EnvoyFilters; manual fences keep everything but lazystream's status."""
+    it created, then the fallback EnvoyFilters, then the global-sidecar Services and ConfigMaps only
+    lazystream wrote; manual fences keep everything but lazystream's status."""
     dyn = DynamicClient(api)
     scope = list(namespaces) if namespaces is not None else None
     done = Removal()
@@ -135,7 +148,21 @@ def remove_everything(
         if managed_by(obj, field_manager) and _delete(filters, obj):
             done.envoy_filters.append(_key(obj))
             on_step("EnvoyFilter deleted", _key(obj))
+    # last: the global-sidecar Service and ConfigMap the leader wrote; nothing routes to them any more
+    for kind in GLOBAL_SIDECAR_OBJECTS:
+        resource = _resource(dyn, kind)
+        for obj in _list(resource, scope):
+            if _key(obj).name == GLOBAL_SIDECAR_NAME and _only_ours(obj, field_manager) and _delete(resource, obj):
+                done.global_sidecar.append(f"{kind[1]} {_key(obj)}")
+                on_step(f"global-sidecar {kind[1]} deleted", _key(obj))
     return done
+
+
+def _only_ours(obj: Mapping[str, Any], field_manager: str) -> bool:
+    """Whether lazystream is the only writer of ``obj`` (a global-sidecar Service or ConfigMap someone
+    else also wrote, a chart's, is left in place)."""
+    entries = (obj.get("metadata") or {}).get("managedFields") or []
+    return bool(entries) and all(entry.get("manager") == field_manager for entry in entries)
 
 
 def _give_back_status(dyn: DynamicClient, key: ObjectKey, field_manager: str) -> None:
