@@ -125,7 +125,11 @@ def render_config_map(namespace: str, ports: Iterable[int]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": GLOBAL_SIDECAR_SERVICE, "namespace": namespace, "labels": dict(CONFIG_MAP_LABEL)},
+        "metadata": {
+            "name": GLOBAL_SIDECAR_SERVICE,
+            "namespace": namespace,
+            "labels": dict(CONFIG_MAP_LABEL),
+        },
         "data": {CONFIG_MAP_KEY: ports_document(ports)},
     }
 

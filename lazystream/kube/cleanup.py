@@ -152,7 +152,11 @@ def remove_everything(
     for kind in GLOBAL_SIDECAR_OBJECTS:
         resource = _resource(dyn, kind)
         for obj in _list(resource, scope):
-            if _key(obj).name == GLOBAL_SIDECAR_NAME and _only_ours(obj, field_manager) and _delete(resource, obj):
+            if (
+                _key(obj).name == GLOBAL_SIDECAR_NAME
+                and _only_ours(obj, field_manager)
+                and _delete(resource, obj)
+            ):
                 done.global_sidecar.append(f"{kind[1]} {_key(obj)}")
                 on_step(f"global-sidecar {kind[1]} deleted", _key(obj))
     return done

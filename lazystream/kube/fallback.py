@@ -69,6 +69,8 @@ class FallbackKeeper:
         self.counters: Counter[str] = Counter()
         """``passes``, ``applied``, ``unchanged`` and ``error:<status>``."""
         self._applied: dict[ObjectId, dict[str, Any]] = {}
+        self._written: dict[ObjectId, dict[str, Any]] = {}
+        """What this term last wrote, to log only real changes (resync passes write everything again)."""
         self._dynamic: DynamicClient | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,6 +87,7 @@ class FallbackKeeper:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         self.ports = None  # a new term reads the persisted set again
         self._applied.clear()
+        self._written.clear()
         try:
             while True:
                 self._wake.clear()
@@ -128,7 +131,9 @@ class FallbackKeeper:
                 failed = True
                 self._applied.pop(_id(obj), None)
                 self.counters[f"error:{exc.status}"] += 1
-                log.warning("fallback: applying %s failed: %s %s", "/".join(_id(obj)[1:]), exc.status, exc.reason)
+                log.warning(
+                    "fallback: applying %s failed: %s %s", "/".join(_id(obj)[1:]), exc.status, exc.reason
+                )
             else:
                 self._applied[_id(obj)] = obj
                 self.counters["applied"] += 1
@@ -160,5 +165,6 @@ class FallbackKeeper:
         resource.server_side_apply(
             body=obj, name=name, namespace=namespace, field_manager=self.field_manager, force_conflicts=True
         )
-        log.info("fallback: applied %s %s/%s", kind, namespace, name)
-
+        if self._written.get(_id(obj)) != obj:
+            log.info("fallback: applied %s %s/%s", kind, namespace, name)
+        self._written[_id(obj)] = obj

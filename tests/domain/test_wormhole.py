@@ -51,7 +51,11 @@ def test_auto_port_only_adds_without_cleanup() -> None:
 
 def test_auto_port_with_cleanup_keeps_ports_in_use_and_the_static_ones() -> None:
     rules = PortRules(wormhole_ports=(9080,), auto_port=True, cleanup=True)
-    assert next_ports({1234, 8080}, {8080}, rules, FallbackOptions(global_sidecar_port=81)) == {81, 8080, 9080}
+    assert next_ports({1234, 8080}, {8080}, rules, FallbackOptions(global_sidecar_port=81)) == {
+        81,
+        8080,
+        9080,
+    }
 
 
 def test_config_map_round_trip() -> None:

@@ -75,7 +75,7 @@ def records_from(ips: dict[str, str], calls: list[str]) -> list[bytes]:
 def worker_env(
     kafka: str, kube: KubeServer, app_id: str, tmp: Path, namespace: str, **extra: str
 ) -> dict[str, str]:
-    return dict(
+    env = dict(
         os.environ,
         KUBECONFIG=str(kube.kubeconfig),
         LAZYSTREAM_KAFKA_BOOTSTRAP=kafka,
@@ -91,8 +91,12 @@ def worker_env(
         # tests share one API server: each worker manages its own test's namespace only
         LAZYSTREAM_GENERAL_WHITE_NAMESPACE_LIST=namespace,
         LAZYSTREAM_LEADER_ELECTION_LEASE_NAMESPACE=namespace,
-        **extra,
+        # the fallback objects live in Istio's and the global-sidecar's namespaces, which tests share:
+        # only the tests of the fallback objects (which point those namespaces at their own) write them
+        LAZYSTREAM_FALLBACK_MANAGE="false",
     )
+    env.update(extra)
+    return env
 
 
 async def produce(kafka: str, topic: str, messages: list[bytes]) -> None:
