@@ -6,8 +6,8 @@ lazystream's to delete only when they also carry the created-by label (auto-crea
 lazystream owns nothing but the status fields it applied, and gives those back.
 
 The order is the one of decisions §1.2: Sidecars first (workloads get the full config back), then the fences
-lazystream created, then the fallback EnvoyFilters, so no workload is ever fenced without a fallback, and last the
-global-sidecar Services and ConfigMaps the leader wrote.
+lazystream created, then the fallback EnvoyFilters, so no workload is ever fenced without a fallback, and
+last the global-sidecar Services and ConfigMaps the leader wrote.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import yaml
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
+from lazystream.domain.cluster import ObjectKey
 from lazystream.kube.cleanup import remove_everything
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer, unique_name
@@ -154,7 +155,8 @@ def test_auto_port_reaches_all_three_objects_and_survives_a_restart(
         assert worker.stop() == 0
 
     removal = remove_everything(kube_api, namespaces=[namespace])
-    assert removal.envoy_filters and sorted(removal.global_sidecar) == [
+    assert removal.envoy_filters == [ObjectKey(namespace, "to-global-sidecar")]
+    assert sorted(removal.global_sidecar) == [
         f"ConfigMap {namespace}/global-sidecar",
         f"Service {namespace}/global-sidecar",
     ]
