@@ -32,7 +32,15 @@ from lazystream.kube.fallback import FallbackKeeper
 from lazystream.kube.informers import ClusterCache
 from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identity
 from lazystream.kube.sink import Desired, FenceSink, Observed
-from lazystream.options import autofence_options, fallback_options, fence_options, in_scope, port_rules
+from lazystream.metrics_source import PrometheusPoller
+from lazystream.options import (
+    autofence_options,
+    fallback_options,
+    fence_options,
+    in_scope,
+    port_rules,
+    resolve_options,
+)
 from lazystream.stream.app import WorkerApp, create_worker_app
 from lazystream.stream.pipeline import FenceComputer
 
@@ -70,6 +78,7 @@ class Worker:
         self._deadline_timers: dict[ObjectKey, asyncio.TimerHandle] = {}
         self.autofencer = self._autofencer()
         self.fallback = self._fallback()
+        self.poller = self._poller()
         self.elector = self._elector()
         self.admin = AdminServer(create_admin_app(self._admin_hooks()), config.web.host, config.web.port)
         self._install_lifecycle(self.stream.app)
@@ -98,6 +107,20 @@ class Worker:
             selector=settings.selector,
             field_manager=self.config.sink.field_manager,
             resync_seconds=settings.resync_seconds,
+        )
+
+    def _poller(self) -> PrometheusPoller | None:
+        if self.config.general.metric_source_type != "prometheus":
+            return None
+        settings = self.config.metric.prometheus
+        return PrometheusPoller(
+            self.cache,
+            self.stream.send_edge,
+            address=settings.address,
+            queries={name: handler.query for name, handler in settings.handlers.items()},
+            period_seconds=self.config.fence.refresh_period_seconds,
+            excluded_hosts=resolve_options(self.config).global_sidecar_hosts,
+            in_scope=self.in_scope,
         )
 
     def _elector(self) -> LeaderElector | None:
@@ -140,6 +163,8 @@ class Worker:
             duties.append(self.autofencer.run)
         if self.fallback is not None:
             duties.append(self.fallback.run)
+        if self.poller is not None:
+            duties.append(self.poller.run)
         return duties
 
     async def lead(self) -> None:
@@ -338,6 +363,8 @@ class Worker:
         parts += [f"{n} {k}" for k, n in sorted(self.sink.writes_total.items())]
         if self.autofencer is not None:
             parts += [f"{n} autofence:{k}" for k, n in sorted(self.autofencer.counters.items())]
+        if self.poller is not None:
+            parts += [f"{n} prometheus:{k}" for k, n in sorted(self.poller.counters.items())]
         if self.fallback is not None:
             parts += [f"{n} fallback:{k}" for k, n in sorted(self.fallback.counters.items())]
         return ", ".join(parts) or "idle"

@@ -28,6 +28,7 @@ class Op(StrEnum):
     RESET = "reset"
     EXPIRE = "expire"
     RESTORE = "restore"
+    REPORT = "report"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,9 @@ class LearnedHost:
     first: float
     last: float
     count: int
+    source: str = ""
+    """The polled source that reports the host (``prometheus``), or empty for observed hosts (access
+    logs, seeds). A reported host goes when a later report of its source no longer lists it."""
 
 
 LearnedState = dict[str, LearnedHost]
@@ -84,18 +88,32 @@ def idle_hosts(state: Mapping[str, LearnedHost], now: float, ttl: float) -> list
     return sorted(host for host, value in state.items() if value.last < cutoff)
 
 
+def report(source: str, hosts: Iterable[str], now: float) -> dict[str, Any]:
+    """The hosts a polled source (Prometheus) reports for a fence now, complete: a host it reported before
+    and no longer does goes (and then through EXPIREWAIT, decisions §6). Only a successful poll sends one,
+    so an unreachable source changes nothing."""
+    return {"op": Op.REPORT.value, "source": source, "hosts": sorted(set(hosts)), "t": now}
+
+
 def restore(state: Mapping[str, LearnedHost], now: float) -> dict[str, Any]:
     """A fence's whole learned state, carried to a new partition by ``lazystream topics scale``: replaying
     old edges after a partition change would land them on other partitions than the fence's new ones."""
     return {
         "op": Op.RESTORE.value,
-        "state": {h: [v.first, v.last, v.count] for h, v in sorted(state.items())},
+        "state": {h: _encode_host(v) for h, v in sorted(state.items())},
         "t": now,
     }
 
 
+def _encode_host(value: LearnedHost) -> list[Any]:
+    encoded: list[Any] = [value.first, value.last, value.count]
+    if value.source:
+        encoded.append(value.source)
+    return encoded
+
+
 def encode_state(state: Mapping[str, LearnedHost]) -> bytes:
-    return orjson.dumps({h: [v.first, v.last, v.count] for h, v in sorted(state.items())})
+    return orjson.dumps({h: _encode_host(v) for h, v in sorted(state.items())})
 
 
 def decode_state(data: bytes | None) -> LearnedState:
@@ -105,7 +123,10 @@ def decode_state(data: bytes | None) -> LearnedState:
         return {}
     try:
         raw = orjson.loads(data)
-        return {str(h): LearnedHost(float(v[0]), float(v[1]), int(v[2])) for h, v in raw.items()}
+        return {
+            str(h): LearnedHost(float(v[0]), float(v[1]), int(v[2]), str(v[3]) if len(v) > 3 else "")
+            for h, v in raw.items()
+        }
     except (orjson.JSONDecodeError, TypeError, ValueError, IndexError, AttributeError):
         return {}
 
@@ -140,10 +161,15 @@ def apply(state: LearnedState, message: Mapping[str, Any], bucket_seconds: float
                 value
                 if old is None
                 else LearnedHost(
-                    min(old.first, value.first), max(old.last, value.last), max(old.count, value.count)
+                    min(old.first, value.first),
+                    max(old.last, value.last),
+                    max(old.count, value.count),
+                    value.source or old.source,
                 )
             )
         return merged if merged != state else None
+    if op == Op.REPORT:
+        return _apply_report(state, message, now, bucket_seconds)
     if op == Op.EXPIRE:
         idle_before = message.get("idleBefore")
         gone = [
@@ -155,3 +181,26 @@ def apply(state: LearnedState, message: Mapping[str, Any], bucket_seconds: float
             return None
         return {h: v for h, v in state.items() if h not in gone}
     return None
+
+
+def _apply_report(
+    state: LearnedState, message: Mapping[str, Any], now: float, bucket_seconds: float
+) -> LearnedState | None:
+    """Reported hosts are observed (once per bucket) and marked as the source's; hosts the source reported
+    before, and seeds (count 0: the polled source is their only possible origin), go when not reported."""
+    source = message.get("source")
+    if not isinstance(source, str) or not source:
+        return None
+    hosts = {h for h in message.get("hosts") or [] if isinstance(h, str) and h}
+    new: LearnedState = {
+        h: v for h, v in state.items() if h in hosts or not (v.source == source or v.count == 0)
+    }
+    for host in hosts:
+        old = state.get(host)
+        if old is None:
+            new[host] = LearnedHost(now, now, 1, source)
+        elif bucket(old.last, bucket_seconds) < bucket(now, bucket_seconds):
+            new[host] = LearnedHost(old.first, now, old.count + 1, source)
+        elif old.source != source:
+            new[host] = LearnedHost(old.first, old.last, old.count, source)
+    return new if new != state else None

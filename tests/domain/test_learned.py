@@ -64,3 +64,47 @@ def test_idle_hosts_and_conditional_expiry() -> None:
     assert "old.a.svc.cluster.local" not in (
         learned.apply(seen_again, learned.expire(["old.a.svc.cluster.local"], 1000.0), 10.0) or {}
     )
+
+
+# -- reports from a polled source (Prometheus) --------------------------------------------------------------
+
+
+def test_report_observes_and_marks_hosts() -> None:
+    state = learned.apply({}, learned.report("prometheus", ["a", "b"], 100.0), 10.0)
+    assert state == {
+        "a": learned.LearnedHost(100.0, 100.0, 1, "prometheus"),
+        "b": learned.LearnedHost(100.0, 100.0, 1, "prometheus"),
+    }
+    assert learned.apply(state, learned.report("prometheus", ["a", "b"], 101.0), 10.0) is None  # same bucket
+    later = learned.apply(state, learned.report("prometheus", ["a", "b"], 111.0), 10.0)
+    assert later is not None
+    assert later["a"] == learned.LearnedHost(100.0, 111.0, 2, "prometheus")
+
+
+def test_a_host_no_longer_reported_goes_but_observed_hosts_stay() -> None:
+    state = {
+        "a": learned.LearnedHost(1.0, 1.0, 1, "prometheus"),
+        "logged": learned.LearnedHost(1.0, 1.0, 3),
+        "seeded": learned.LearnedHost(1.0, 1.0, 0),
+    }
+    assert learned.apply(state, learned.report("prometheus", [], 5.0), 10.0) == {
+        "logged": learned.LearnedHost(1.0, 1.0, 3)
+    }
+
+
+def test_a_seeded_host_that_is_reported_is_kept_and_marked() -> None:
+    state = {"seeded": learned.LearnedHost(1.0, 1.0, 0)}
+    new = learned.apply(state, learned.report("prometheus", ["seeded"], 2.0), 10.0)
+    assert new == {"seeded": learned.LearnedHost(1.0, 1.0, 0, "prometheus")}
+
+
+def test_a_report_without_source_changes_nothing() -> None:
+    assert learned.apply({}, {"op": "report", "hosts": ["a"], "t": 1.0}, 10.0) is None
+
+
+def test_the_source_survives_encoding_and_old_values_still_decode() -> None:
+    state = {"a": learned.LearnedHost(1.0, 2.0, 3, "prometheus"), "b": learned.LearnedHost(1.0, 2.0, 3)}
+    assert learned.decode_state(learned.encode_state(state)) == state
+    assert learned.encode_state({"b": state["b"]}) == b'{"b":[1.0,2.0,3]}'
+    restored = learned.apply({}, learned.restore(state, 5.0), 10.0)
+    assert restored == state
