@@ -36,7 +36,10 @@ def test_hosts_are_the_single_host_label_of_vector_samples() -> None:
 
 
 def test_non_vector_results_name_no_host() -> None:
-    assert hosts_in_response({"status": "success", "data": {"resultType": "scalar", "result": [1, "2"]}}) == set()
+    assert (
+        hosts_in_response({"status": "success", "data": {"resultType": "scalar", "result": [1, "2"]}})
+        == set()
+    )
 
 
 @pytest.mark.parametrize(
