@@ -262,8 +262,8 @@ def uninstall(
     objects are found from the API server, by lazystream's field manager (sink.fieldManager) in their
     managedFields, so nothing depends on a worker's memory. Order (decisions §1.2): Sidecars first, so
     workloads get the full mesh config back; then the ServiceFences lazystream created (created-by label);
-    then the fallback EnvoyFilters. Manual ServiceFences stay; lazystream's status fields are removed from
-    them.
+    then the fallback EnvoyFilters; last the global-sidecar Services and ConfigMaps only lazystream wrote.
+    Manual ServiceFences stay; lazystream's status fields are removed from them.
     """
     from lazystream.kube.cleanup import remove_everything
     from lazystream.kube.client import api_client
@@ -288,7 +288,8 @@ def uninstall(
     print_table(["REMOVED", "OBJECT"], rows or [("nothing", "-")])
     click.echo(
         f"{len(done.sidecars)} Sidecars, {len(done.fences)} ServiceFences, {len(done.envoy_filters)} "
-        f"EnvoyFilters removed; status given back on {len(done.statuses)} manual ServiceFences"
+        f"EnvoyFilters, {len(done.global_sidecar)} global-sidecar Services/ConfigMaps removed; "
+        f"status given back on {len(done.statuses)} manual ServiceFences"
     )
 
 
