@@ -1123,6 +1123,7 @@ def test_to_dict_round_trips(tmp_path: Path) -> None:
         "kube",
         "leaderElection",
         "globalSidecar",
+        "fallback",
         "values",
     ]
     assert shown["global"]["log"]["logRotateConfig"]["maxSizeMB"] == 5
