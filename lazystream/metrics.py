@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -73,8 +79,19 @@ METRICS: dict[str, str] = {
     "lazystream_produce_to_sidecar_seconds": "From the Kafka timestamp of the access record that taught "
     "a fence a host to the write of the first Sidecar listing it.",
     "process_resident_memory_bytes": "Resident memory of the worker process.",
+    "process_cpu_seconds_total": "CPU time of the worker process.",
 }
-"""Every metric name the worker exposes (histograms and counters with their exposed suffixes), with help."""
+"""The metric names the worker exposes, with their help (counters with ``_total``; the histogram's series
+add ``_bucket``, ``_sum`` and ``_count``; the process collector adds ``process_*`` series not listed)."""
+HISTOGRAMS = frozenset({"lazystream_produce_to_sidecar_seconds"})
+
+
+def exposed_names() -> set[str]:
+    """Every series name of :data:`METRICS` as Prometheus stores it (histograms by their three series)."""
+    names = set(METRICS) - HISTOGRAMS
+    for name in HISTOGRAMS:
+        names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
 
 
 def _help(name: str) -> str:
@@ -290,6 +307,7 @@ class WorkerCollector(Collector):
 def instrument_worker(worker: Worker) -> WorkerMetrics:
     """The worker's metrics: a registry with the counters' collector, the process collector (memory, CPU,
     open files) and the latency histogram, whose tracker is hooked into the table agent and the sink."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # no ``*_created`` series: nobody graphs them, and they double the output
     registry = CollectorRegistry(auto_describe=False)
     collector = WorkerCollector(worker)
     registry.register(collector)

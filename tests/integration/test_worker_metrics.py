@@ -14,7 +14,7 @@ from kubernetes.dynamic import DynamicClient
 
 from lazystream.metrics import METRICS
 from tests.fixtures.processes import WorkerProcess
-from tests.fixtures.servers import KubeServer, PrometheusServer
+from tests.fixtures.servers import REPO, KubeServer, PrometheusServer
 from tests.integration.test_worker_e2e import (
     LAZYSTREAM,
     apply_objects,
@@ -68,7 +68,14 @@ async def test_prometheus_scrapes_a_learning_worker(
 ) -> None:
     builder, ips = bookinfo_in(namespace)
     apply_objects(kube_dynamic, builder.objects())
-    env = worker_env(kafka_bootstrap, kube_server, fresh_name, tmp_path, namespace)
+    env = worker_env(
+        kafka_bootstrap,
+        kube_server,
+        fresh_name,
+        tmp_path,
+        namespace,
+        LAZYSTREAM_FENCE_MAX_HOSTS_PER_FENCE="2",
+    )
     port = env["LAZYSTREAM_WEB_PORT"]
     worker = WorkerProcess([LAZYSTREAM, "worker"], env, tmp_path / "worker.log")
     sd_file = prometheus.targets_dir / f"{fresh_name}.json"
@@ -80,7 +87,7 @@ async def test_prometheus_scrapes_a_learning_worker(
             assert resp.headers["Content-Type"].startswith("text/plain")
             exposed = resp.read().decode()
         for name in METRICS:  # every family is there from the start (empty label sets aside)
-            assert f"# HELP {name.removesuffix('_total')}" in exposed, name
+            assert f"# HELP {name} " in exposed, name
         sd_file.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"test": fresh_name}}]))
 
         # scraped before any record: the fence is owned, nothing read yet
@@ -88,13 +95,14 @@ async def test_prometheus_scrapes_a_learning_worker(
         assert scalar(url, f"lazystream_access_records_total{{{sel}}}") == 0
         assert scalar(url, f"lazystream_produce_to_sidecar_seconds_count{{{sel}}}") == 0
 
-        calls = ["details:9080", "reviews:9080", "details:9080", "evil.example.net", "10.0.0.1:80"]
+        # ratings is admitted but refused: productpage already holds fence.maxHostsPerFence (2) hosts
+        calls = ["details:9080", "reviews:9080", "details:9080", "evil.example.net", "10.0.0.1:80", "ratings"]
         await produce(
             kafka_bootstrap,
             f"{fresh_name}-access",
             [*records_from(ips, calls), b"not a record", b'{"half": ', b"x" * 70_000],
         )
-        wait_value(url, f"lazystream_access_records_total{{{sel}}}", lambda v: v == 8, worker)
+        wait_value(url, f"lazystream_access_records_total{{{sel}}}", lambda v: v == 9, worker)
         wait_value(
             url, f"lazystream_hosts_learned_total{{{sel},via='observation'}}", lambda v: v == 2, worker
         )
@@ -104,7 +112,12 @@ async def test_prometheus_scrapes_a_learning_worker(
         assert count == 2
         mean = scalar(url, f"lazystream_produce_to_sidecar_seconds_sum{{{sel}}}") / count
         assert 0 < mean < 30
-        assert scalar(url, f"lazystream_records_learned_total{{{sel}}}") == 3
+        assert scalar(url, f"lazystream_records_learned_total{{{sel}}}") == 4
+        limited = wait_value(
+            url, f"lazystream_fence_hosts_limit_total{{{sel},fence='productpage'}}", lambda v: v >= 1, worker
+        )
+        assert limited == 1
+        assert scalar(url, f"lazystream_edge_messages_total{{{sel},result='hosts_limit'}}") == 1
         assert query(url, f"lazystream_records_rejected_total{{{sel}}}") == {"reason=not_admitted": 1}
         assert query(url, f"lazystream_records_ignored_total{{{sel}}}") == {"reason=ip_authority": 1}
         assert query(url, f"lazystream_records_dead_lettered_total{{{sel}}}") == {
@@ -118,6 +131,15 @@ async def test_prometheus_scrapes_a_learning_worker(
         assert scalar(url, f"lazystream_edge_messages_total{{{sel},result='written'}}") >= 2
         wait_value(url, f"lazystream_consumer_lag{{{sel}}}", lambda v: v == 0, worker)
         assert scalar(url, f"process_resident_memory_bytes{{{sel}}}") > 10_000_000
+
+        # every dashboard expression is valid PromQL for the real Prometheus, and finds this worker's series
+        dashboard = json.loads((REPO / "deploy" / "grafana" / "lazystream.json").read_text())
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"].replace("$job", ".*").replace("$__rate_interval", "1m")
+                expr = expr.replace('job=~".*"', sel)
+                assert isinstance(query(url, expr), dict), expr
+        assert query(url, f"process_resident_memory_bytes{{{sel}}}")
     finally:
         sd_file.unlink(missing_ok=True)
         code = worker.stop()
