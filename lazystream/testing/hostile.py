@@ -178,9 +178,8 @@ class HostileRecords:
     def _encode(self, record: dict[str, Any]) -> bytes:
         """Plain JSON, or wrapped as Fluent Bit writes it."""
         if self.rng.random() < 0.5:
-            return fluent_bit(
-                record, timestamp=record.get("time") if isinstance(record.get("time"), float) else 0.0
-            )
+            stamp = record.get("time")
+            return fluent_bit(record, timestamp=stamp if isinstance(stamp, float) else 0.0)
         return orjson.dumps(record)
 
     def _text(self, size: int) -> str:
