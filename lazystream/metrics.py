@@ -307,7 +307,8 @@ class WorkerCollector(Collector):
 def instrument_worker(worker: Worker) -> WorkerMetrics:
     """The worker's metrics: a registry with the counters' collector, the process collector (memory, CPU,
     open files) and the latency histogram, whose tracker is hooked into the table agent and the sink."""
-    disable_created_metrics()  # type: ignore[no-untyped-call]  # no ``*_created`` series: nobody graphs them, and they double the output
+    # no ``*_created`` series: nobody graphs them, and they double the output
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=False)
     collector = WorkerCollector(worker)
     registry.register(collector)
