@@ -326,18 +326,10 @@ def instrument_worker(worker: Worker) -> WorkerMetrics:
 
 
 def add_metrics_route(app: web.Application, metrics: WorkerMetrics, path: str = "/metrics") -> None:
-    """Serve ``metrics`` as ``GET path`` on an aiohttp app (the admin API's, or faust's web server's)."""
+    """Serve ``metrics`` as ``GET path`` on an aiohttp app (the admin API's)."""
 
     async def handler(request: web.Request) -> web.Response:
         await metrics.refresh()
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get(path, handler)
-
-
-def faust_web_app(app: Any) -> web.Application:
-    """The aiohttp application of a faust app's own web server (``web.port``)."""
-    web_app = getattr(app.web, "web_app", None)
-    if not isinstance(web_app, web.Application):
-        raise TypeError(f"faust's web driver is not aiohttp: {type(app.web).__name__}")
-    return web_app

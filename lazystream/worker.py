@@ -31,6 +31,7 @@ from lazystream.kube.client import api_client
 from lazystream.kube.informers import ClusterCache
 from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identity
 from lazystream.kube.sink import Desired, FenceSink, Observed
+from lazystream.metrics import add_metrics_route, instrument_worker
 from lazystream.options import autofence_options, fence_options, in_scope
 from lazystream.stream.app import WorkerApp, create_worker_app
 from lazystream.stream.pipeline import FenceComputer
@@ -71,6 +72,8 @@ class Worker:
         self.elector = self._elector()
         self.admin = AdminServer(create_admin_app(self._admin_hooks()), config.web.host, config.web.port)
         self._install_lifecycle(self.stream.app)
+        self.metrics = instrument_worker(self)
+        add_metrics_route(self.admin.app, self.metrics)
 
     def _autofencer(self) -> AutoFencer | None:
         options = autofence_options(self.config)
