@@ -32,6 +32,7 @@ from lazystream.kube.fallback import FallbackKeeper
 from lazystream.kube.informers import ClusterCache
 from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identity
 from lazystream.kube.sink import Desired, FenceSink, Observed
+from lazystream.metrics import add_metrics_route, instrument_worker
 from lazystream.metrics_source import PrometheusPoller
 from lazystream.options import (
     autofence_options,
@@ -82,6 +83,8 @@ class Worker:
         self.elector = self._elector()
         self.admin = AdminServer(create_admin_app(self._admin_hooks()), config.web.host, config.web.port)
         self._install_lifecycle(self.stream.app)
+        self.metrics = instrument_worker(self)
+        add_metrics_route(self.admin.app, self.metrics)
 
     def _autofencer(self) -> AutoFencer | None:
         options = autofence_options(self.config)

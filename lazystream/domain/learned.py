@@ -58,8 +58,20 @@ def bucket(event_time: float, bucket_seconds: float) -> int:
     return math.floor(event_time / bucket_seconds)
 
 
-def observe(host: str, kind: str, event_time: float) -> dict[str, Any]:
-    return {"op": Op.OBSERVE.value, "host": host, "kind": kind, "t": event_time}
+def observe(host: str, kind: str, event_time: float, produced: float | None = None) -> dict[str, Any]:
+    """An observation of ``host`` at ``event_time``. ``produced`` is the Kafka timestamp of the access
+    record it came from: when the observation teaches the fence a new host, the worker measures from it to
+    the Sidecar write that lists the host (the produce-to-Sidecar latency metric)."""
+    message: dict[str, Any] = {"op": Op.OBSERVE.value, "host": host, "kind": kind, "t": event_time}
+    if produced is not None:
+        message["p"] = produced
+    return message
+
+
+def produced_time(message: Mapping[str, Any]) -> float | None:
+    """The Kafka timestamp an observation carries (see :func:`observe`), if any."""
+    value = message.get("p")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def seed(hosts: Iterable[str], now: float) -> dict[str, Any]:

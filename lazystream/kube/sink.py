@@ -214,6 +214,9 @@ class FenceSink:
         self.writes_total: Counter[str] = Counter()
         """Outcomes by ``<kind>:<outcome>`` (``sidecar:applied``, ``status:unchanged``, ``status:gone``,
         ``status:conflict``, ``sidecar:retry``, ...) and ``error:<HTTP status or exception class>``."""
+        self.on_applied: Callable[[ObjectKey, Kind, dict[str, Any]], None] | None = None
+        """Called with each object the API server holds as desired after a write (applied, or found
+        unchanged): the produce-to-Sidecar latency metric watches Sidecars through it."""
         self.in_flight = 0
         """Fences being written right now (holding a concurrency slot)."""
         self.peak_in_flight = 0
@@ -459,6 +462,7 @@ class FenceSink:
         ):
             self._last_applied[(key, kind)] = wanted
             self.writes_total[f"{kind}:unchanged"] += 1
+            self._notify(key, kind, content)
             return
         delay = self.backoff_initial
         for attempt in range(1, self.max_retries + 1):
@@ -493,6 +497,7 @@ class FenceSink:
             else:
                 self._last_applied[(key, kind)] = wanted
                 self.writes_total[f"{kind}:applied"] += 1
+                self._notify(key, kind, content)
                 return
 
     async def _remove_sidecar(self, key: ObjectKey) -> bool:
@@ -509,6 +514,15 @@ class FenceSink:
         if deleted:
             log.info("sink: deleted the Sidecar of fence %s (the fence wants none)", key)
         return False
+
+    def _notify(self, key: ObjectKey, kind: Kind, content: dict[str, Any]) -> None:
+        """Tell ``on_applied``; an observer's failure never fails a write."""
+        if self.on_applied is None:
+            return
+        try:
+            self.on_applied(key, kind, content)
+        except Exception:
+            log.exception("sink: the on_applied observer failed for %s of %s", kind, key)
 
     def _forget(self, key: ObjectKey) -> None:
         """Drop what is remembered of a fence that is gone, so memory stays bounded and a fence recreated

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from lazystream.domain.cluster import ObjectKey
 from lazystream.options import resolve_options
 from lazystream.stream.ingest import AccessIngest
 from lazystream.stream.partitioning import edge_partitioner
-from lazystream.stream.pipeline import ClusterView, Ingest
+from lazystream.stream.pipeline import HOSTS_LIMIT, ClusterView, Ingest
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,22 @@ class WorkerApp:
     access: AccessIngest
     partition_of: Callable[[bytes], int]
     counters: Counter[str] = field(default_factory=Counter)
-    """Table-agent outcomes: ``table:written``, ``table:unchanged``, ``edges:malformed``, ``hosts:limit``."""
+    """Table-agent outcomes: ``table:written``, ``table:unchanged``, ``edges:malformed``, ``hosts:limit``
+    (edge messages refused at ``fence.maxHostsPerFence``), ``hosts:learned`` (hosts a fence learned from an
+    observation) and ``hosts:seeded`` (hosts new to the table from a seed or a restore)."""
+    limited: Counter[str] = field(default_factory=Counter)
+    """Edge messages refused at ``fence.maxHostsPerFence``, per fence (``namespace/name``)."""
+    on_hosts_learned: Callable[[ObjectKey, list[str], float | None], None] | None = None
+    """Called by the table agent with the hosts a fence has just learned and the Kafka timestamp of the
+    access record that taught them, if known (the produce-to-Sidecar latency metric sets it)."""
+
+    def note_host_limit(self, fence: ObjectKey, hosts: Iterable[str]) -> None:
+        """Count a refusal at ``fence.maxHostsPerFence`` and keep each refused host as a rejection with
+        reason :data:`~lazystream.stream.pipeline.HOSTS_LIMIT`, so "explain" lists it."""
+        name = str(fence)
+        self.limited[name] += 1
+        for host in hosts:
+            self.ingest.remember_rejection(name, host, HOSTS_LIMIT)
 
     @property
     def ingest(self) -> Ingest:
@@ -160,11 +175,18 @@ def create_worker_app(
             if new is None:
                 worker.counters["table:unchanged"] += 1
                 continue
+            added = [h for h in new if h not in state]
             if len(new) > max_hosts and len(new) > len(state):
                 worker.counters["hosts:limit"] += 1
+                worker.note_host_limit(fence, added)
                 continue
             table[event.key] = learned.encode_state(new)
             worker.counters["table:written"] += 1
+            if added:
+                observed = message.get("op") == learned.Op.OBSERVE
+                worker.counters["hosts:learned" if observed else "hosts:seeded"] += len(added)
+                if worker.on_hosts_learned is not None:
+                    worker.on_hosts_learned(fence, added, learned.produced_time(message))
             on_fence_changed(fence)
 
     return worker

@@ -165,6 +165,12 @@ class AccessIngest:
         assigned = consumer.assignment()
         try:
             ends = await consumer.end_offsets(list(assigned))
-        except KafkaError:
+            lag = 0
+            for tp, end in ends.items():
+                position = self.progress.positions.get(tp)
+                if position is None:  # no batch of it handled yet: where the group left it
+                    position = await consumer.committed(tp) or 0
+                lag += max(0, int(end) - position)
+        except (KafkaError, IllegalStateError):
             return None
-        return sum(max(0, int(end) - self.progress.positions.get(tp, 0)) for tp, end in ends.items())
+        return lag

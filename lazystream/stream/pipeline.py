@@ -30,6 +30,10 @@ from lazystream.domain.resolution import Resolution, ResolveOptions, resolve
 from lazystream.domain.sidecars import render_sidecar
 
 DEDUPE_ENTRIES = 100_000
+RECENT_REJECTIONS = 1000
+HOSTS_LIMIT = "rejected_hosts_limit"
+"""The rejection reason of a host refused because its fence already holds ``fence.maxHostsPerFence``
+learned hosts (recorded by the table agent, shown by "explain")."""
 
 
 class ClusterView(Protocol):
@@ -65,6 +69,9 @@ class Ingest:
     """Records by outcome: ``learned``, ``ignored_*``, ``rejected_*`` and ``dead_letter:<reason>``."""
     recent_rejections: OrderedDict[tuple[str, str], str] = field(default_factory=OrderedDict)
     """(fence, host) → reason of the latest rejected hosts, for "explain" (bounded)."""
+    by_source: Counter[str] = field(default_factory=Counter)
+    """Records per source fence (``namespace/name``): calls that went through the global-sidecar, i.e. the
+    fallback hit count of each fence (a metric; bounded by the fences of the cluster)."""
     _seen: OrderedDict[tuple[bytes, str], int] = field(default_factory=OrderedDict)
 
     def process(
@@ -80,8 +87,11 @@ class Ingest:
             return DeadLetter(data, headers)
         result = resolve(record, cluster, self.resolve_options)
         self.outcomes[result.outcome] += 1
+        for source in result.sources:
+            self.by_source[f"{source.namespace}/{source.name}"] += 1
         if result.outcome.startswith("rejected") and result.host:
-            self._remember_rejection(result)
+            for source in result.sources:
+                self.remember_rejection(f"{source.namespace}/{source.name}", str(result.host), result.outcome)
         return self._edges(result, message_time)
 
     def _edges(self, result: Resolution, message_time: float) -> list[EdgeMessage]:
@@ -97,15 +107,17 @@ class Ingest:
             self._seen.move_to_end((key, edge.host))
             if len(self._seen) > DEDUPE_ENTRIES:
                 self._seen.popitem(last=False)
-            out.append(EdgeMessage(key, orjson.dumps(learned.observe(edge.host, edge.kind, event_time))))
+            message = learned.observe(edge.host, edge.kind, event_time, produced=message_time)
+            out.append(EdgeMessage(key, orjson.dumps(message)))
         return out
 
-    def _remember_rejection(self, result: Resolution) -> None:
-        for source in result.sources:
-            entry = (f"{source.namespace}/{source.name}", str(result.host))
-            self.recent_rejections[entry] = result.outcome
-            self.recent_rejections.move_to_end(entry)
-        while len(self.recent_rejections) > 1000:
+    def remember_rejection(self, fence: str, host: str, reason: str) -> None:
+        """Note that ``host`` was refused for ``fence`` (``namespace/name``) and why, for "explain": the
+        resolver's ``rejected_*`` outcomes, and :data:`HOSTS_LIMIT` from the table agent. Bounded."""
+        entry = (fence, host)
+        self.recent_rejections[entry] = reason
+        self.recent_rejections.move_to_end(entry)
+        while len(self.recent_rejections) > RECENT_REJECTIONS:
             self.recent_rejections.popitem(last=False)
 
 

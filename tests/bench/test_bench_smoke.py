@@ -79,3 +79,20 @@ async def test_proxy_benchmark_runs() -> None:
     assert figures.direct_rps[0] > 0
     assert figures.proxy_rps[0] > 0
     assert "added p50" in str(figures)
+
+
+@pytest.mark.kafka
+@pytest.mark.kube
+@pytest.mark.timeout(240)
+async def test_hostile_benchmark_runs(kafka_bootstrap: str, kube_server) -> None:
+    import os
+
+    from bench import bench_hostile
+
+    if "LAZYSTREAM_TEST_KAFKA_BOOTSTRAP" not in os.environ:
+        pytest.skip("the hostile-input benchmark runs against the local servers only")
+    run = await bench_hostile.run(count=3000, seed=1)
+    assert run.records_per_second > 0
+    assert run.rss_samples
+    assert run.problems() == []
+    assert "hostile records" in str(run)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import orjson
 
+from lazystream.domain import learned
+from lazystream.domain.cluster import ObjectKey
+from lazystream.domain.explain import Rejection, rejections_for
 from lazystream.domain.fences import FenceOptions
 from lazystream.domain.resolution import ResolveOptions
-from lazystream.stream.pipeline import DeadLetter, FenceComputer, Ingest
+from lazystream.stream.app import WorkerApp
+from lazystream.stream.pipeline import HOSTS_LIMIT, DeadLetter, FenceComputer, Ingest
 from lazystream.testing import bookinfo, istio_text_line
 from lazystream.testing.cluster import BOOKINFO_IPS
 
@@ -33,7 +39,13 @@ def test_edges_are_keyed_by_fence_and_deduplicated_per_bucket() -> None:
     assert [(e.key, orjson.loads(e.value)) for e in first] == [
         (
             b"default/productpage",
-            {"op": "observe", "host": "details.default.svc.cluster.local", "kind": "fallback", "t": 100.0},
+            {
+                "op": "observe",
+                "host": "details.default.svc.cluster.local",
+                "kind": "fallback",
+                "t": 100.0,
+                "p": 0.0,
+            },
         )
     ]
     assert i.process(line("details:9080", 105.0), MESH, 0.0) == []  # same bucket: nothing forwarded
@@ -55,6 +67,27 @@ def test_rejections_are_counted_and_remembered_for_explain() -> None:
     assert i.process(line("evil.example.net", 1.0), MESH, 0.0) == []
     assert i.outcomes == {"rejected_not_admitted": 1}
     assert dict(i.recent_rejections) == {("default/productpage", "evil.example.net"): "rejected_not_admitted"}
+
+
+def test_records_are_counted_per_source_fence_and_carry_their_kafka_time() -> None:
+    i = ingest()
+    (edge,) = i.process(line("details", 100.0), MESH, 123.5)
+    i.process(line("evil.example.net", 100.0), MESH, 124.0)
+    assert i.by_source == {"default/productpage": 2}
+    assert learned.produced_time(orjson.loads(edge.value)) == 123.5
+    assert learned.produced_time(learned.observe("h", "fallback", 1.0)) is None
+
+
+def test_hosts_refused_at_the_fence_limit_are_counted_and_explained() -> None:
+    i = ingest()
+    stream = WorkerApp(None, None, None, SimpleNamespace(ingest=i), lambda key: 0)  # type: ignore[arg-type]
+    fence = ObjectKey("default", "productpage")
+    stream.note_host_limit(fence, ["ratings.default.svc.cluster.local"])
+    assert stream.limited == {"default/productpage": 1}
+    assert rejections_for(fence, i.recent_rejections) == [
+        Rejection("ratings.default.svc.cluster.local", HOSTS_LIMIT)
+    ]
+    assert HOSTS_LIMIT == "rejected_hosts_limit"
 
 
 def test_missing_event_time_falls_back_to_the_message_time() -> None:
