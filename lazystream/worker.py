@@ -77,6 +77,8 @@ class Worker:
         self.ready = asyncio.Event()
         self.ticks = 0
         self._deadline_timers: dict[ObjectKey, asyncio.TimerHandle] = {}
+        self.rebalances_swept = 0
+        """faust's rebalance count at the last full sweep: a rebalance triggers one at the next tick."""
         self.autofencer = self._autofencer()
         self.fallback = self._fallback()
         self.poller = self._poller()
@@ -142,7 +144,7 @@ class Worker:
         def learned_state(key: ObjectKey) -> learned.LearnedState | None:
             if not self.stream.owns(key):
                 return None
-            return learned.decode_state(self.stream.table.get(learned.fence_key(key)))
+            return self.stream.learned_state(key)
 
         return AdminHooks(
             send_edge=self.stream.send_edge,
@@ -216,9 +218,17 @@ class Worker:
         """Namespace scope (``whiteNamespaceList`` / ``blackNamespaceList``)."""
         return in_scope(self.config, key)
 
+    def state_readable(self) -> bool:
+        """Whether the learned-state table can be trusted now. faust revokes and closes the tables when
+        the app starts stopping (before ``on_before_shutdown``) and while it rebalances; a fence computed
+        then would look as if it had learned nothing, and its status would go to EXPIREWAIT."""
+        app = self.app
+        return not (app.should_stop or app.rebalancing or app.in_recovery)
+
     def compute(self, key: ObjectKey) -> tuple[Desired, Observed] | None:
-        """What the sink writes for ``key`` now; None when the fence is gone or not this worker's."""
-        if self.app.in_recovery or not self.in_scope(key) or not self.stream.owns(key):
+        """What the sink writes for ``key`` now; None when the fence is gone or not this worker's (or the
+        table cannot be read right now: the next full sweep after a rebalance writes it)."""
+        if not self.state_readable() or not self.in_scope(key) or not self.stream.owns(key):
             return None
         with self.cache.reading():
             fence = self.cache.fences.get(key)
@@ -264,7 +274,7 @@ class Worker:
         for key in keys:
             if not self.stream.owns(key):
                 continue
-            state = learned.decode_state(self.stream.table.get(learned.fence_key(key)))
+            state = self.stream.learned_state(key)
             idle = learned.idle_hosts(state, now, ttl)
             if idle:
                 await self.stream.send_edge(key, learned.expire(idle, now, idle_before=now - ttl))
@@ -328,7 +338,9 @@ class Worker:
             if worker.ready.is_set():
                 worker.ticks += 1
                 await worker.expire_idle()
-                if worker.ticks % FULL_SWEEP_TICKS == 0:
+                rebalanced = worker.app.rebalancing_count != worker.rebalances_swept
+                if (rebalanced or worker.ticks % FULL_SWEEP_TICKS == 0) and worker.state_readable():
+                    worker.rebalances_swept = worker.app.rebalancing_count
                     worker.schedule_owned()  # also catches fences this worker was newly assigned
                 else:
                     for key in list(worker.computer.timed):

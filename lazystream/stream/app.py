@@ -8,6 +8,7 @@ RocksDB through rocksdict with a bounded block cache, in the worker's own data d
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -121,7 +122,17 @@ class WorkerApp:
         return tp in self.app.assignor.assigned_actives()
 
     def learned_hosts(self, key: ObjectKey) -> set[str]:
-        return set(learned.decode_state(self.table.get(learned.fence_key(key))))
+        return set(self.learned_state(key))
+
+    def learned_state(self, key: ObjectKey) -> learned.LearnedState:
+        """The fence's learned state, read from whichever local partition holds it.
+
+        faust's RocksDB store reads only the *current event's* partition when an event is being processed,
+        and the current event is a context variable: it flows into every task and timer created while the
+        table agent handles a message (the sink's writes among them). A read for another fence from such a
+        context found nothing, and its status flapped between learned and EXPIREWAIT. Reading in an empty
+        context makes the store look the key up across its partitions."""
+        return learned.decode_state(contextvars.Context().run(self.table.get, learned.fence_key(key)))
 
     def is_empty(self) -> bool:
         return next(iter(self.table), None) is None
