@@ -168,9 +168,9 @@ def test_rbac_is_bound_where_the_objects_are(overlay: str) -> None:
         ]
         assert [b["subjects"][0]["name"] for b in gs_bindings] == ["global-sidecar"]
     for namespace in envoyfilter_namespaces:
-        (rule,) = rules_of(objects, "Role", "lazystream-worker-envoyfilters", namespace)
-        assert rule["resources"] == ["envoyfilters"]
-        assert rule["resourceNames"] == ["to-global-sidecar"]
+        create, named = rules_of(objects, "Role", "lazystream-worker-envoyfilters", namespace)
+        assert create == {"apiGroups": ["networking.istio.io"], "resources": ["envoyfilters"], "verbs": ["create"]}
+        assert named["resourceNames"] == ["to-global-sidecar"]
     assert rules_of(objects, "ClusterRole", "lazystream-global-sidecar") == [
         {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]}
     ]
