@@ -78,7 +78,9 @@ def hosts(obj: dict[str, Any] | None) -> list[str]:
     return list(obj["spec"]["egress"][0]["hosts"]) if obj else []
 
 
-def show(obj: dict[str, Any]) -> None:
+def show(obj: dict[str, Any] | None) -> None:
+    if obj is None:
+        return
     shown = {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
              "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"]},
              "spec": obj["spec"]}  # fmt: skip
@@ -90,7 +92,11 @@ def apply(dynamic: DynamicClient, objects: list[dict[str, Any]]) -> None:
         meta = obj["metadata"]
         resource = dynamic.resources.get(api_version=obj.get("apiVersion", "v1"), kind=obj["kind"])
         resource.server_side_apply(
-            body=obj, name=meta["name"], namespace=meta.get("namespace"), field_manager="demo", force_conflicts=True
+            body=obj,
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            field_manager="demo",
+            force_conflicts=True,
         )
         print(f"  applied {obj['kind']:<14} {meta.get('namespace', '')}/{meta['name']}")
 
@@ -165,7 +171,9 @@ async def main() -> int:
 
     gs_port, probe = free_port(), free_port()
     async with (
-        ForwardToKafka(os.environ["LAZYSTREAM_KAFKA_BOOTSTRAP"], os.environ["LAZYSTREAM_TOPICS_ACCESS"]) as stand_in,
+        ForwardToKafka(
+            os.environ["LAZYSTREAM_KAFKA_BOOTSTRAP"], os.environ["LAZYSTREAM_TOPICS_ACCESS"]
+        ) as stand_in,
         EchoUpstream(host=b_ip) as service_b,
     ):
         b_address = f"{b_ip}:{service_b.port}"
@@ -187,7 +195,9 @@ async def main() -> int:
                 async with Client(a_ip, service_a.port) as user:
                     for host in ("details:9080", "details:9080", "evil.example.net"):
                         start = time.monotonic()
-                        reply = await user.request("GET", f"/?host={host}", [("Host", f"{a_ip}:{service_a.port}")])
+                        reply = await user.request(
+                            "GET", f"/?host={host}", [("Host", f"{a_ip}:{service_a.port}")]
+                        )
                         say(f"GET A → A calls {host!r} → global-sidecar → B: {reply.status} "
                             f"{reply.json()} in {1000 * (time.monotonic() - start):.1f} ms")  # fmt: skip
                 wanted = f"*/details.{NS}.svc.cluster.local"
@@ -199,17 +209,23 @@ async def main() -> int:
                     await asyncio.sleep(0.05)
                 after = sidecar(dynamic)
                 if wanted not in hosts(after):
-                    print(f"productpage's Sidecar did not learn details within 60 s: {hosts(after)}", file=sys.stderr)
+                    print(
+                        f"productpage's Sidecar did not learn details within 60 s: {hosts(after)}",
+                        file=sys.stderr,
+                    )
                     return 1
-                say(f"productpage's Sidecar learned details {time.monotonic() - sent:.2f} s after the first call:")
-                assert after is not None
+                took = time.monotonic() - sent
+                say(f"productpage's Sidecar learned details {took:.2f} s after the first call:")
                 show(after)
-                fence = dynamic.resources.get(api_version="microservice.slime.io/v1alpha1", kind="ServiceFence")
+                fence = dynamic.resources.get(
+                    api_version="microservice.slime.io/v1alpha1", kind="ServiceFence"
+                )
                 status = fence.get(name="productpage", namespace=NS).to_dict()["status"]
-                print(yaml.safe_dump({"kind": "ServiceFence", "metadata": {"name": "productpage", "namespace": NS},
-                                      "status": status}, sort_keys=False), end="")  # fmt: skip
-                print("(evil.example.net was forwarded, but no Service, ServiceEntry or VirtualService declares "
-                      "it: not admitted into the Sidecar)")  # fmt: skip
+                fence_meta = {"name": "productpage", "namespace": NS}
+                shown = {"kind": "ServiceFence", "metadata": fence_meta, "status": status}
+                print(yaml.safe_dump(shown, sort_keys=False), end="")
+                print("(evil.example.net was forwarded, but no Service, ServiceEntry or VirtualService "
+                      "declares it: not admitted into the Sidecar)")  # fmt: skip
         finally:
             gs.send_signal(signal.SIGTERM)
             gs.wait(timeout=30)

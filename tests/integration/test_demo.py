@@ -17,8 +17,14 @@ from tests.fixtures.servers import REPO, KubeServer
 pytestmark = [pytest.mark.heavy, pytest.mark.kafka, pytest.mark.kube, pytest.mark.timeout(420)]
 
 
-def test_make_demo_shows_the_callers_sidecar_learning_the_callee(kafka_bootstrap: str, kube_server: KubeServer) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAZYSTREAM_") or k.startswith("LAZYSTREAM_TEST_")}
+def test_make_demo_shows_the_callers_sidecar_learning_the_callee(
+    kafka_bootstrap: str, kube_server: KubeServer
+) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LAZYSTREAM_") or k.startswith("LAZYSTREAM_TEST_")
+    }
     done = subprocess.run(
         ["scripts/demo.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=400, check=False
     )

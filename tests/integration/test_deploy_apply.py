@@ -86,7 +86,9 @@ def test_every_manifest_of_the_overlay_is_accepted(
 
     # the leader's later server-side apply of the global-sidecar's ports (issue 7) shares the Service with
     # this manifest without a conflict: another manager adds a port (dry run: nothing is stored)
-    for service in (o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "global-sidecar"):
+    for service in (
+        o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "global-sidecar"
+    ):
         addition = {
             "apiVersion": "v1",
             "kind": "Service",

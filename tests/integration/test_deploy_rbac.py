@@ -83,8 +83,11 @@ class Grant:
 
     def allows(self, event: AuditEvent) -> bool:
         """Whether this grant authorizes ``event``. A server-side apply that creates its object is a patch
-        answered 201: the API server authorizes it as a patch and as a create, and logs it once, as a patch."""
-        verbs = {event.verb, "create"} if event.verb == "patch" and event.code == HTTP_CREATED else {event.verb}
+        answered 201: the API server authorizes it as a patch and as a create, and logs it once, as a
+        patch."""
+        verbs = (
+            {event.verb, "create"} if event.verb == "patch" and event.code == HTTP_CREATED else {event.verb}
+        )
         resource = event.ref("resource") or ""
         if event.ref("subresource"):
             resource = f"{resource}/{event.ref('subresource')}"
@@ -138,7 +141,9 @@ def deploy_identity(
     rbac.create_cluster_role_binding(
         client.V1ClusterRoleBinding(
             metadata=client.V1ObjectMeta(name=cluster_name),
-            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=cluster_name),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=cluster_name
+            ),
             subjects=subject,
         )
     )
@@ -146,7 +151,8 @@ def deploy_identity(
     for role_name, rendered_namespace in NAMESPACED_ROLES.items():
         rules = find(objects, "Role", role_name, rendered_namespace)["rules"]
         rbac.create_namespaced_role(
-            mesh_namespace, {"metadata": {"name": role_name}, "rules": rules}  # type: ignore[arg-type]
+            mesh_namespace,
+            {"metadata": {"name": role_name}, "rules": rules},  # type: ignore[arg-type]
         )
         rbac.create_namespaced_role_binding(
             mesh_namespace,
@@ -160,7 +166,9 @@ def deploy_identity(
     token = core.create_namespaced_service_account_token(
         "lazystream",
         mesh_namespace,
-        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)),
+        client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+        ),
     ).status.token
     kubeconfig = yaml.safe_load(kube_server.kubeconfig.read_text())
     kubeconfig["users"][0]["user"] = {"token": token}
@@ -250,5 +258,7 @@ async def test_the_worker_flow_under_deploy_rbac_uses_every_rule_and_is_never_de
         ("networking.istio.io", "sidecars", "patch"),
     ]:
         assert pair in used, pair
-    print(f"{len(events)} requests; used {len(used)} of {len(used | unused)} (group, resource, verb) grants;"
-          f" not yet exercised: {sorted(unused)}")
+    print(
+        f"{len(events)} requests; used {len(used)} of {len(used | unused)} (group, resource, verb) grants;"
+        f" not yet exercised: {sorted(unused)}"
+    )

@@ -1,6 +1,7 @@
 """deploy/: every overlay renders with the real kustomize, and what it renders agrees with lazystream's own
 settings (configuration keys, topics, ports, probes), with Slime's metadata, and with decisions §1.2 (no
-field the controller manages). Applying them to the real API server: tests/integration/test_deploy_apply.py."""
+field the controller manages). Applying them to the real API server:
+tests/integration/test_deploy_apply.py."""
 
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ def container_env(container: dict[str, Any]) -> dict[str, str]:
 
 
 def test_the_four_overlays_exist() -> None:
-    assert OVERLAYS == ["cluster-accesslog", "cluster-prometheus", "namespace-accesslog", "namespace-prometheus"]
+    assert OVERLAYS == [
+        "cluster-accesslog",
+        "cluster-prometheus",
+        "namespace-accesslog",
+        "namespace-prometheus",
+    ]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -93,13 +99,19 @@ def test_no_field_the_controller_manages(overlay: str) -> None:
         assert "status" not in obj, obj["metadata"]
         for generated in ("uid", "resourceVersion", "managedFields", "creationTimestamp", "generation"):
             assert generated not in obj["metadata"], obj["metadata"]
-    for config_map in (o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "global-sidecar"):
+    for config_map in (
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "global-sidecar"
+    ):
         assert "data" not in config_map
         assert config_map["metadata"]["labels"]["lazyload.slime.io/config"] == "global-sidecar"
-    for service in (o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "global-sidecar"):
+    for service in (
+        o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "global-sidecar"
+    ):
         assert [p["port"] for p in service["spec"]["ports"]] == [GlobalSidecarSettings().port]
         assert "clusterIP" not in service["spec"]
-    assert not [o for o in objects if o["kind"] == "EnvoyFilter" and o["metadata"]["name"] == "to-global-sidecar"]
+    assert not [
+        o for o in objects if o["kind"] == "EnvoyFilter" and o["metadata"]["name"] == "to-global-sidecar"
+    ]
     assert not [o for o in objects if o["kind"] in {"ServiceFence", "Sidecar"}]
 
 
@@ -120,7 +132,11 @@ def test_the_global_sidecar_is_never_fenced_and_carries_slimes_metadata(overlay:
             assert proxy["ISTIO_META_ISTIO_VERSION"] == "999.0.0"
             exchange = find(objects, "EnvoyFilter", "global-sidecar-metadata-exchange-remove", namespace)
             patches = exchange["spec"]["configPatches"]
-            assert {p["match"]["context"] for p in patches} == {"SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"}
+            assert {p["match"]["context"] for p in patches} == {
+                "SIDECAR_INBOUND",
+                "SIDECAR_OUTBOUND",
+                "GATEWAY",
+            }
             assert {p["patch"]["operation"] for p in patches} == {"REMOVE"}
             assert not [o for o in objects if o["kind"] == "Telemetry"]
         else:
@@ -158,7 +174,9 @@ def test_rbac_is_bound_where_the_objects_are(overlay: str) -> None:
         assert rule["resourceNames"] == ["global-sidecar"]
         assert set(rule["verbs"]) == {"get", "patch"}
         binding = find(objects, "RoleBinding", "lazystream-worker-global-sidecar", namespace)
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "lazystream", "namespace": "mesh-operator"}]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "lazystream", "namespace": "mesh-operator"}
+        ]
         gs_bindings = [
             o
             for o in objects
@@ -169,7 +187,11 @@ def test_rbac_is_bound_where_the_objects_are(overlay: str) -> None:
         assert [b["subjects"][0]["name"] for b in gs_bindings] == ["global-sidecar"]
     for namespace in envoyfilter_namespaces:
         create, named = rules_of(objects, "Role", "lazystream-worker-envoyfilters", namespace)
-        assert create == {"apiGroups": ["networking.istio.io"], "resources": ["envoyfilters"], "verbs": ["create"]}
+        assert create == {
+            "apiGroups": ["networking.istio.io"],
+            "resources": ["envoyfilters"],
+            "verbs": ["create"],
+        }
         assert named["resourceNames"] == ["to-global-sidecar"]
     assert rules_of(objects, "ClusterRole", "lazystream-global-sidecar") == [
         {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]}
@@ -195,7 +217,9 @@ def test_fluent_bit_configuration_is_fluentbits() -> None:
     """kustomize reads no file outside its directory: the copies in deploy/ must equal fluentbit/'s."""
     for name in ("fluent-bit.yaml", "lazystream.lua"):
         copy = DEPLOY / "components" / "fluent-bit" / name
-        assert copy.read_bytes() == (REPO / "fluentbit" / name).read_bytes(), f"{copy} differs from fluentbit/"
+        assert copy.read_bytes() == (REPO / "fluentbit" / name).read_bytes(), (
+            f"{copy} differs from fluentbit/"
+        )
 
 
 def test_fluent_bit_tails_every_global_sidecar_namespace() -> None:
