@@ -37,6 +37,7 @@ LAZYSTREAM_WEB_PORT=${LAZYSTREAM_WEB_PORT:-$(python3 -c 'import socket; s=socket
 export LAZYSTREAM_WEB_PORT LAZYSTREAM_SINK_COALESCE_SECONDS=0.2
 # a fresh namespace per run (servers may outlive a demo), and the worker manages only that one
 export DEMO_NAMESPACE=lazystream-demo-$RUN_ID LAZYSTREAM_GENERAL_WHITE_NAMESPACE_LIST=lazystream-demo-$RUN_ID
+export LAZYSTREAM_LEADER_ELECTION_LEASE_NAMESPACE=$DEMO_NAMESPACE  # the worker's Lease, in the same namespace
 
 step "CRDs: ServiceFence and the Istio kinds"
 "$PY/lazystream" crds apply
