@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from lazystream.config import ConfigWarning, GlobalSidecarSettings, WebSettings, load_config
+from lazystream.domain import wormhole
 from lazystream.ops.topics import TopicKind, changelog_topic, topic_names
 from tests.fixtures.deploy import DEPLOY, OVERLAYS, find, render
 from tests.fixtures.servers import REPO
@@ -116,6 +117,26 @@ def test_no_field_the_controller_manages(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_what_deploy_and_the_leader_both_write_agrees(overlay: str) -> None:
+    """The leader applies the whole global-sidecar Service and ConfigMap (lazystream.domain.wormhole) with
+    server-side apply; every field deploy/ also sets must have the leader's value, or re-applying deploy/
+    would conflict with the leader's ownership."""
+    objects = render(overlay)
+    for namespace in {o["metadata"]["namespace"] for o in objects if o["kind"] == "Deployment"}:
+        ours = find(objects, "Service", "global-sidecar", namespace)
+        leaders = wormhole.render_service(
+            namespace, [GlobalSidecarSettings().port, 9080], wormhole.DEFAULT_SELECTOR
+        )
+        assert ours["spec"]["selector"] == leaders["spec"]["selector"]
+        assert leaders["metadata"]["labels"].items() <= ours["metadata"]["labels"].items()
+        for port in ours["spec"]["ports"]:
+            assert port in leaders["spec"]["ports"]
+        config_map = find(objects, "ConfigMap", "global-sidecar", namespace)
+        leaders_map = wormhole.render_config_map(namespace, [80])
+        assert leaders_map["metadata"]["labels"].items() <= config_map["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_global_sidecar_is_never_fenced_and_carries_slimes_metadata(overlay: str) -> None:
     objects = render(overlay)
     deployments = [o for o in objects if o["kind"] == "Deployment"]
@@ -170,9 +191,10 @@ def test_rbac_is_bound_where_the_objects_are(overlay: str) -> None:
     gs_namespaces = {o["metadata"]["namespace"] for o in objects if o["kind"] == "Deployment"}
     envoyfilter_namespaces = {"istio-system"} if mode == "cluster" else gs_namespaces
     for namespace in gs_namespaces:
-        (rule,) = rules_of(objects, "Role", "lazystream-worker-global-sidecar", namespace)
-        assert rule["resourceNames"] == ["global-sidecar"]
-        assert set(rule["verbs"]) == {"get", "patch"}
+        config_maps, services = rules_of(objects, "Role", "lazystream-worker-global-sidecar", namespace)
+        assert config_maps["resourceNames"] == services["resourceNames"] == ["global-sidecar"]
+        assert (config_maps["resources"], config_maps["verbs"]) == (["configmaps"], ["get", "patch"])
+        assert (services["resources"], services["verbs"]) == (["services"], ["patch"])
         binding = find(objects, "RoleBinding", "lazystream-worker-global-sidecar", namespace)
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "lazystream", "namespace": "mesh-operator"}
@@ -187,12 +209,9 @@ def test_rbac_is_bound_where_the_objects_are(overlay: str) -> None:
         assert [b["subjects"][0]["name"] for b in gs_bindings] == ["global-sidecar"]
     for namespace in envoyfilter_namespaces:
         create, named = rules_of(objects, "Role", "lazystream-worker-envoyfilters", namespace)
-        assert create == {
-            "apiGroups": ["networking.istio.io"],
-            "resources": ["envoyfilters"],
-            "verbs": ["create"],
-        }
-        assert named["resourceNames"] == ["to-global-sidecar"]
+        assert create["resources"] == named["resources"] == ["envoyfilters"]
+        assert create["verbs"] == ["create"]
+        assert (named["resourceNames"], named["verbs"]) == (["to-global-sidecar"], ["patch"])
     assert rules_of(objects, "ClusterRole", "lazystream-global-sidecar") == [
         {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]}
     ]
