@@ -31,6 +31,7 @@ env_lines() {
   echo "export LAZYSTREAM_TEST_PROMETHEUS_URL=http://127.0.0.1:${PROM_PORT:-19090}"
   echo "export LAZYSTREAM_TEST_PROMETHEUS_SD_DIR=$INFRA_RUN/prometheus/targets"
   echo "export LAZYSTREAM_TEST_LUAJIT=$INFRA_CACHE/luajit/usr/bin/luajit"
+  echo "export LAZYSTREAM_TEST_KUSTOMIZE=$INFRA_CACHE/kustomize-v$KUSTOMIZE_VERSION/kustomize"
 }
 
 unpack_debs() {
@@ -43,6 +44,7 @@ install_all() {
   unpack_debs
   [[ " ${names[*]} " != *" kafka "* ]] || "$HERE/kafka/kafka.sh" install
   [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/k8s/build-kube-apiserver.sh" >/dev/null
+  [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/k8s/build-kustomize.sh" >/dev/null
   echo "servers installed in $((SECONDS - t)) s" >&2
 }
 

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,20 +45,6 @@ def test_shell_scripts_parse_and_are_executable(script: Path) -> None:
         assert path.stat().st_mode & 0o111, f"{script} is not executable"
     result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-
-
-def test_compose_file_is_valid() -> None:
-    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert {"kafka", "worker"} <= set(services)
-    for name, service in services.items():
-        assert ("image" in service) != ("build" in service), name
-        for dependency in service.get("depends_on", {}):
-            assert dependency in services
-        for volume in service.get("volumes", []):
-            source = volume.split(":", 1)[0]
-            assert source.startswith((".", "/")) or source in compose["volumes"]
-    assert services["worker"]["environment"]["LAZYSTREAM_KAFKA_BOOTSTRAP"] == "kafka:9092"
 
 
 def test_image_runs_as_non_root_from_the_runtime_lock() -> None:
