@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from kubernetes import client
@@ -24,6 +24,7 @@ from lazystream.domain import autofence
 from lazystream.domain.cluster import ClusterState, ObjectKey
 from lazystream.kube.cleanup import SERVICE_FENCE, delete_sidecar_if_ours
 from lazystream.kube.client import FIELD_MANAGER
+from lazystream.kube.duty import LeaderDuty
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class FenceCache(Protocol):
     def reading(self) -> AbstractContextManager[Any]: ...
 
 
-class AutoFencer:
+class AutoFencer(LeaderDuty):
     """Runs while this worker leads; :meth:`poke` (thread-safe) asks for a pass after a cluster change."""
 
     def __init__(
@@ -50,35 +51,14 @@ class AutoFencer:
         resync_seconds: float = 30.0,
         in_scope: Callable[[ObjectKey], bool] = lambda key: True,
     ) -> None:
+        super().__init__(resync_seconds)
         self.api = api
         self.cache = cache
         self.options = options
         self.field_manager = field_manager
-        self.resync_seconds = resync_seconds
         self.in_scope = in_scope
         self.counters: Counter[str] = Counter()
         """``created``, ``deleted``, ``passes`` and ``error:<status>``."""
-        self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def poke(self) -> None:
-        """Ask for a pass soon; callable from any thread, a no-op while not leading."""
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None:
-            loop.call_soon_threadsafe(wake.set)
-
-    async def run(self) -> None:
-        """Reconcile until cancelled (when leadership ends)."""
-        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        try:
-            while True:
-                self._wake.clear()
-                await self.reconcile()
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.resync_seconds)
-                await asyncio.sleep(0.2)  # let a burst of changes (a namespace relabel) settle into one pass
-        finally:
-            self._loop = self._wake = None
 
     def plan(self) -> autofence.AutoFencePlan:
         with self.cache.reading():

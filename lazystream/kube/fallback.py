@@ -23,6 +23,7 @@ from kubernetes.dynamic import DynamicClient
 from lazystream.domain import envoyfilters, wormhole
 from lazystream.domain.cluster import GLOBAL_SIDECAR_SERVICE, ClusterState
 from lazystream.kube.client import FIELD_MANAGER
+from lazystream.kube.duty import LeaderDuty
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def _id(obj: Mapping[str, Any]) -> ObjectId:
     return (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
 
 
-class FallbackKeeper:
+class FallbackKeeper(LeaderDuty):
     """Runs while this worker leads; :meth:`poke` (thread-safe) asks for a pass after a Service change."""
 
     def __init__(
@@ -57,13 +58,13 @@ class FallbackKeeper:
         field_manager: str = FIELD_MANAGER,
         resync_seconds: float = 10.0,
     ) -> None:
+        super().__init__(resync_seconds)
         self.api = api
         self.cache = cache
         self.options = options
         self.rules = rules
         self.selector = dict(selector)
         self.field_manager = field_manager
-        self.resync_seconds = resync_seconds
         self.ports: frozenset[int] | None = None
         """The current port set; None until read back from the ConfigMaps by a new leader."""
         self.counters: Counter[str] = Counter()
@@ -72,33 +73,17 @@ class FallbackKeeper:
         self._written: dict[ObjectId, dict[str, Any]] = {}
         """What this term last wrote, to log only real changes (resync passes write everything again)."""
         self._dynamic: DynamicClient | None = None
-        self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def poke(self) -> None:
-        """Ask for a pass soon; callable from any thread, a no-op while not leading."""
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None:
-            loop.call_soon_threadsafe(wake.set)
-
-    async def run(self) -> None:
-        """Reconcile until cancelled (when leadership ends). A pass after the resync interval writes every
-        object again (a no-op for the API server when nothing changed), repairing edits by others."""
-        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        self.ports = None  # a new term reads the persisted set again
+    def on_term_start(self) -> None:
+        """A new term reads the persisted port set again (slime#279) and writes every object once."""
+        self.ports = None
         self._applied.clear()
         self._written.clear()
-        try:
-            while True:
-                self._wake.clear()
-                await self.reconcile()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.resync_seconds)
-                except TimeoutError:
-                    self._applied.clear()
-                await asyncio.sleep(0.2)  # let a burst of Service changes settle into one pass
-        finally:
-            self._loop = self._wake = None
+
+    def on_resync(self) -> None:
+        """A timed pass writes every object again (a no-op for the API server when nothing changed),
+        repairing edits by others."""
+        self._applied.clear()
 
     def desired_ports(self, previous: frozenset[int]) -> frozenset[int]:
         namespaces = wormhole.global_sidecar_namespaces(self.options)
