@@ -61,6 +61,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from lazystream.config import Config
+from lazystream.kube.pools import shutdown_pool
 
 log = logging.getLogger(__name__)
 
@@ -547,23 +548,7 @@ class LeaderElector:
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def joined() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        def join() -> None:
-            try:
-                executor.shutdown(wait=True, cancel_futures=True)
-            finally:
-                loop.call_soon_threadsafe(joined)
-
-        joiner = threading.Thread(target=join, name="lazystream-leader-shutdown", daemon=True)
-        joiner.start()
-        await asyncio.shield(done)
-        joiner.join(timeout=1.0)
+        await shutdown_pool(executor, "lazystream-leader-shutdown")
 
     def _lease_name(self) -> tuple[str, str]:
         return self.settings.namespace, self.settings.name

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -41,6 +40,7 @@ from urllib3.exceptions import HTTPError
 from lazystream.domain.cluster import ObjectKey
 from lazystream.kube.cleanup import delete_sidecar_if_ours
 from lazystream.kube.client import FIELD_MANAGER
+from lazystream.kube.pools import shutdown_pool
 
 log = logging.getLogger(__name__)
 
@@ -304,24 +304,7 @@ class FenceSink:
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def joined() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        def join() -> None:
-            try:
-                executor.shutdown(wait=True, cancel_futures=True)
-            finally:
-                loop.call_soon_threadsafe(joined)
-
-        joiner = threading.Thread(target=join, name="lazystream-sink-shutdown", daemon=True)
-        joiner.start()
-        await asyncio.shield(done)
-        # it has reported: only its last instructions are left, so this join is immediate
-        joiner.join(timeout=1.0)
+        await shutdown_pool(executor, "lazystream-sink-shutdown")
 
     # -- scheduling -----------------------------------------------------------------------------------------
 
