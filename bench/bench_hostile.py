@@ -25,7 +25,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes import client
 
-from bench.bench_worker import committed, free_port
+from bench.bench_worker import committed
+from bench.harness import worker_env
 from lazystream.config import load_config
 from lazystream.domain.records import ParseError, parse_record
 from lazystream.domain.render import render
@@ -234,21 +235,15 @@ async def run(count: int = 1_000_000, seed: int = 11) -> HostileRun:
         await admin.close()
 
     data = Path(tempfile.mkdtemp(prefix="lazystream-hostile-"))
-    port = free_port()
-    env = dict(
-        os.environ,
-        KUBECONFIG=str(kubeconfig),
-        LAZYSTREAM_KAFKA_BOOTSTRAP=bootstrap,
-        LAZYSTREAM_KAFKA_APP_ID=run_id,
-        LAZYSTREAM_TOPICS_ACCESS=f"{run_id}-access",
-        LAZYSTREAM_TOPICS_EDGES=f"{run_id}-edges",
-        LAZYSTREAM_TOPICS_DEAD_LETTER=f"{run_id}-dlq",
-        LAZYSTREAM_TOPICS_PARTITIONS=str(PARTITIONS),
-        LAZYSTREAM_TABLES_DATA_DIR=str(data / "data"),
-        LAZYSTREAM_WEB_PORT=str(port),
+    env = worker_env(
+        run_id,
+        bootstrap,
+        kubeconfig,
+        data,
+        PARTITIONS,
         LAZYSTREAM_FENCE_MAX_RECORD_BYTES=str(MAX_RECORD_BYTES),
-        LAZYSTREAM_GENERAL_WHITE_NAMESPACE_LIST=run_id,
     )
+    port = int(env["LAZYSTREAM_WEB_PORT"])
     result.log = data / "worker.log"
     log = result.log.open("wb")
     proc = await asyncio.create_subprocess_exec(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -24,16 +23,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from kubernetes import client
 
+from bench.harness import worker_env
 from lazystream.kube.client import api_client, dynamic_client
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 
 PARTITIONS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -168,18 +162,7 @@ async def run(count: int = 100_000, samples: int = 30) -> WorkerFigures:
     bare = await bare_consumer(bootstrap, f"{run_id}-access", count)
 
     data = Path(tempfile.mkdtemp(prefix="lazystream-bench-"))
-    env = dict(
-        os.environ,
-        KUBECONFIG=str(kubeconfig),
-        LAZYSTREAM_KAFKA_BOOTSTRAP=bootstrap,
-        LAZYSTREAM_KAFKA_APP_ID=run_id,
-        LAZYSTREAM_TOPICS_ACCESS=f"{run_id}-access",
-        LAZYSTREAM_TOPICS_EDGES=f"{run_id}-edges",
-        LAZYSTREAM_TOPICS_DEAD_LETTER=f"{run_id}-dlq",
-        LAZYSTREAM_TOPICS_PARTITIONS=str(PARTITIONS),
-        LAZYSTREAM_TABLES_DATA_DIR=str(data / "data"),
-        LAZYSTREAM_WEB_PORT=str(free_port()),
-    )
+    env = worker_env(run_id, bootstrap, kubeconfig, data, PARTITIONS)
     log = (data / "worker.log").open("wb")
     start = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(

@@ -7,10 +7,13 @@ each one with ``quick=True`` as a smoke run only.
 
 from __future__ import annotations
 
+import os
+import socket
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,28 @@ def compare(
         base.append(per_call(baseline, calls, 1))
         cand.append(per_call(candidate, calls, 1))
     return Comparison(name, statistics.median(base), statistics.median(cand))
+
+
+def worker_env(
+    run_id: str, bootstrap: str, kubeconfig: Path, data: Path, partitions: int, **extra: str
+) -> dict[str, str]:
+    """The environment of a ``lazystream worker`` a benchmark starts: its own app id, topics
+    (``<run_id>-access|edges|dlq``), data directory and admin port, scoped to the ``run_id`` namespace."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    return dict(
+        os.environ,
+        KUBECONFIG=str(kubeconfig),
+        LAZYSTREAM_KAFKA_BOOTSTRAP=bootstrap,
+        LAZYSTREAM_KAFKA_APP_ID=run_id,
+        LAZYSTREAM_TOPICS_ACCESS=f"{run_id}-access",
+        LAZYSTREAM_TOPICS_EDGES=f"{run_id}-edges",
+        LAZYSTREAM_TOPICS_DEAD_LETTER=f"{run_id}-dlq",
+        LAZYSTREAM_TOPICS_PARTITIONS=str(partitions),
+        LAZYSTREAM_TABLES_DATA_DIR=str(data / "data"),
+        LAZYSTREAM_WEB_PORT=str(port),
+        LAZYSTREAM_GENERAL_WHITE_NAMESPACE_LIST=run_id,
+        LAZYSTREAM_LEADER_ELECTION_LEASE_NAMESPACE=run_id,
+        **extra,
+    )
