@@ -290,3 +290,72 @@ def test_deadline_takes_effect_when_it_passes(
     fence = get(kube_dynamic, SERVICE_FENCE[0], "ServiceFence", namespace, "productpage")
     assert fence is not None
     assert fence["status"]["domains"][host]["status"] == "EXPIRE"
+
+
+def test_autofence_scoping(
+    kafka_bootstrap: str,
+    kube_server: KubeServer,
+    kube_api: client.ApiClient,
+    kube_dynamic: DynamicClient,
+    core: client.CoreV1Api,
+    fresh_name: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    """whiteNamespaceList and managementSelectors choose the namespaces; selfResourceRev labels what autoFence
+    creates; istioRev + strictRev keep autoFence's hands off fences of another revision."""
+    spaces = [f"{fresh_name}-{suffix}"[:63] for suffix in ("a", "b", "c")]
+    labels = [{"team": "mesh"}, {"team": "other"}, {"team": "mesh"}]
+    for name, ns_labels in zip(spaces, labels, strict=True):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=ns_labels)))
+    try:
+        builder = ClusterBuilder()
+        for i, name in enumerate(spaces):
+            builder.service("web", name, ips=[f"10.248.{i}.10"])
+        for rev in ("canary", "stable"):  # created by autoFence once, their Services gone since
+            builder.fence(f"gone-{rev}", spaces[2], workloadSelector={"fromService": True})
+        objects = [o for o in builder.objects() if o["kind"] != "Namespace"]
+        for obj in objects:
+            if obj["kind"] == "ServiceFence":
+                rev = obj["metadata"]["name"].removeprefix("gone-")
+                obj["metadata"]["labels"] = {CREATED_BY: "fence-controller", "istio.io/rev": rev}
+        apply_objects(kube_dynamic, objects)
+        config = tmp_path / "lazyload.yaml"
+        config.write_text(
+            "general:\n"
+            "  autoFence: true\n"
+            "  defaultFence: true\n"
+            f"  whiteNamespaceList: {','.join(spaces)}\n"
+            "  managementSelectors: [{matchLabels: {team: mesh}}]\n"
+            "global:\n"
+            "  istioRev: canary\n"
+            "  strictRev: true\n"
+            "  selfResourceRev: canary\n"
+        )
+        env = autofence_env(kafka_bootstrap, kube_server, fresh_name, tmp_path, spaces[0])
+        del env["LAZYSTREAM_GENERAL_WHITE_NAMESPACE_LIST"]  # the file's list applies
+        workers.append(
+            WorkerProcess([LAZYSTREAM, "worker", "--config", str(config)], env, tmp_path / "worker.log")
+        )
+        worker = workers[0]
+        worker.wait_for_output("lazystream ready", timeout=120)
+
+        # a and c match the management selector; b does not
+        wait_for(lambda: auto_fences(kube_dynamic, spaces[0]) == {"web"}, "a's fence", worker=worker)
+        wait_for(lambda: "web" in auto_fences(kube_dynamic, spaces[2]), "c's fence", worker=worker)
+        created = fences(kube_dynamic, spaces[0])["web"]
+        assert created["metadata"]["labels"] == {CREATED_BY: "fence-controller", "istio.io/rev": "canary"}
+        # the canary fence whose Service is gone is deleted; the stable one is another revision's business
+        wait_for(
+            lambda: auto_fences(kube_dynamic, spaces[2]) == {"web", "gone-stable"},
+            "only the in-revision orphan deleted",
+            worker=worker,
+        )
+        # out of the management selectors: nothing created
+        assert auto_fences(kube_dynamic, spaces[1]) == set()
+        # a relabelled namespace comes into scope
+        core.patch_namespace(spaces[1], {"metadata": {"labels": {"team": "mesh"}}})
+        wait_for(lambda: auto_fences(kube_dynamic, spaces[1]) == {"web"}, "b's fence", worker=worker)
+    finally:
+        for name in spaces:
+            core.delete_namespace(name)
