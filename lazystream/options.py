@@ -12,6 +12,7 @@ from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import AliasRule, FenceOptions
 from lazystream.domain.render import RenderOptions
 from lazystream.domain.resolution import ResolveOptions
+from lazystream.domain.workloads import WorkloadFences
 
 
 def resolve_options(config: Config) -> ResolveOptions:
@@ -19,7 +20,14 @@ def resolve_options(config: Config) -> ResolveOptions:
         cluster_domain=config.fence.cluster_domain,
         global_sidecar_namespaces=config.global_sidecar_namespaces(),
         enable_short_domain=config.general.enable_short_domain,
+        workload_fences=workload_fences(config),
     )
+
+
+def workload_fences(config: Config) -> WorkloadFences | None:
+    """``fenceLabelKeyAlias``, which (as in Slime) needs autoFence."""
+    general = config.general
+    return WorkloadFences.parse(general.fence_label_key_alias) if general.auto_fence else None
 
 
 def fence_options(config: Config) -> FenceOptions:
@@ -93,6 +101,7 @@ def autofence_options(config: Config) -> autofence.AutoFenceOptions:
         self_resource_rev=global_.self_resource_rev,
         istio_revs=tuple(sorted(global_.istio_revs)),
         strict_rev=global_.strict_rev,
+        workload_fences=workload_fences(config),
     )
 
 

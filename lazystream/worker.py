@@ -193,7 +193,7 @@ class Worker:
 
     def _on_kind_change(self, kind: str) -> None:
         """Called from a watch thread."""
-        if self.autofencer is not None and kind in ("Service", "Namespace", "ServiceFence"):
+        if self.autofencer is not None and kind in ("Service", "Namespace", "ServiceFence", "Pod"):
             self.autofencer.poke()
         if self.fallback is not None and self.config.general.auto_port and kind == "Service":
             self.fallback.poke()

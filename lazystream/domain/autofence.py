@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lazystream.domain.cluster import GLOBAL_SIDECAR_SERVICE, ClusterState, Namespace, ObjectKey, Service
+from lazystream.domain.workloads import WorkloadFences
 
 FENCED_LABEL = "slime.io/serviceFenced"
 CREATED_BY_LABEL = "app.kubernetes.io/created-by"
@@ -61,6 +62,8 @@ class AutoFenceOptions:
     istio_revs: tuple[str, ...] = ()
     """``global.istioRev`` as a list; empty means every revision is in scope."""
     strict_rev: bool = False
+    workload_fences: WorkloadFences | None = None
+    """``fenceLabelKeyAlias``: a fence per value of a pod label (:mod:`lazystream.domain.workloads`)."""
 
 
 def _decides(labels: Mapping[str, str]) -> bool | None:
@@ -109,10 +112,15 @@ def fenceable(service: Service, cluster: ClusterState, options: AutoFenceOptions
     return is_service_fenced(service, namespace, options.default_fence)
 
 
-def auto_fence_object(service: Service, options: AutoFenceOptions) -> dict[str, Any]:
+def _created_labels(options: AutoFenceOptions) -> dict[str, str]:
     labels = {CREATED_BY_LABEL: CREATED_BY_VALUE}
     if options.self_resource_rev:
         labels[REVISION_LABEL] = options.self_resource_rev
+    return labels
+
+
+def auto_fence_object(service: Service, options: AutoFenceOptions) -> dict[str, Any]:
+    labels = _created_labels(options)
     return {
         "apiVersion": "microservice.slime.io/v1alpha1",
         "kind": "ServiceFence",
@@ -125,11 +133,26 @@ def desired_auto_fences(cluster: ClusterState, options: AutoFenceOptions) -> dic
     """The fences autoFence wants, by key (empty when autoFence is off)."""
     if not options.enabled:
         return {}
-    return {
+    desired = {
         s.key: auto_fence_object(s, options)
         for s in cluster.iter_services()
         if fenceable(s, cluster, options)
     }
+    workloads = options.workload_fences
+    if workloads is not None:
+        pods = [p for p in cluster.pods.values() if _workload_namespace(p.namespace, cluster, options)]
+        for key, value in workloads.wanted(pods).items():
+            desired.setdefault(key, workloads.fence_object(key, value, _created_labels(options)))
+    return desired
+
+
+def _workload_namespace(name: str, cluster: ClusterState, options: AutoFenceOptions) -> bool:
+    namespace = cluster.namespaces.get(name)
+    return (
+        name not in options.excluded_namespaces
+        and namespace is not None
+        and namespace_in_scope(namespace, options)
+    )
 
 
 def is_auto_created(fence: Mapping[str, Any]) -> bool:

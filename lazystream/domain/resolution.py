@@ -12,11 +12,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from lazystream.domain.cluster import GLOBAL_SIDECAR_SERVICE, ClusterState, ObjectKey, Service
 from lazystream.domain.hosts import HostProblem, ip_of, is_loopback, normalize_authority, service_fqdn
 from lazystream.domain.records import AccessRecord, RecordFormat
+from lazystream.domain.workloads import WorkloadFences
 
 
 class ObservationKind(StrEnum):
@@ -53,6 +54,8 @@ class ResolveOptions:
     global_sidecar_service: str = GLOBAL_SIDECAR_SERVICE
     enable_short_domain: bool = False
     """Also learn the short form of a host written short (Slime's ``enableShortDomain``)."""
+    workload_fences: WorkloadFences | None = None
+    """``fenceLabelKeyAlias``: calls are also charged to the caller pod's workload fence."""
     global_sidecar_hosts: frozenset[str] = field(init=False, repr=False, compare=False)
     """The FQDNs of the global-sidecar Services, derived from the fields above."""
     _hash: int = field(init=False, repr=False, compare=False)
@@ -67,7 +70,7 @@ class ResolveOptions:
         }
         object.__setattr__(self, "global_sidecar_hosts", frozenset(hosts))
         fields = (self.cluster_domain, self.global_sidecar_namespaces, self.global_sidecar_service)
-        object.__setattr__(self, "_hash", hash((*fields, self.enable_short_domain)))
+        object.__setattr__(self, "_hash", hash((*fields, self.enable_short_domain, self.workload_fences)))
 
 
 class Edge(NamedTuple):
@@ -152,7 +155,9 @@ def _resolve(record: AccessRecord, cluster: ClusterState, options: ResolveOption
     kind = _classify(record, cluster, options)
     if isinstance(kind, Resolution):
         return kind
-    sources = _sources(record, kind, cluster)
+    sources: list[Caller] = [*_sources(record, kind, cluster)]
+    if options.workload_fences is not None:
+        sources += _workload_sources(record, kind, cluster, options.workload_fences)
     if not sources:
         return Resolution(
             Outcome.IGNORED_NO_SOURCE, detail=f"no Service for {_peer_ip(record) or 'the caller'}"
@@ -212,12 +217,43 @@ def _peer_ip(record: AccessRecord) -> str | None:
     return ip_of(address) if address else None
 
 
-def _sources(record: AccessRecord, kind: ObservationKind, cluster: ClusterState) -> list[Service]:
-    """decisions §4: who is calling. A global-sidecar's own metadata is never the source."""
-    caller_side = record.format is not RecordFormat.GLOBAL_SIDECAR and not (
+class Caller(Protocol):
+    """Whom an edge is charged to: a Service (its same-named fence) or a workload fence."""
+
+    @property
+    def key(self) -> ObjectKey: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+
+class WorkloadCaller(NamedTuple):
+    key: ObjectKey
+    namespace: str
+
+
+def _caller_side(record: AccessRecord, kind: ObservationKind) -> bool:
+    return record.format is not RecordFormat.GLOBAL_SIDECAR and not (
         kind is ObservationKind.FALLBACK and (record.upstream_cluster or "").startswith("inbound")
     )
-    if caller_side and record.pod is not None:
+
+
+def _workload_sources(
+    record: AccessRecord, kind: ObservationKind, cluster: ClusterState, workloads: WorkloadFences
+) -> list[Caller]:
+    """The caller pod's workload fence: from its own metadata on caller-side records, else by its IP."""
+    if _caller_side(record, kind) and record.pod is not None:
+        key = workloads.fence_of(record.pod.namespace, record.pod.labels)
+        keys = [key] if key is not None else []
+    else:
+        ip = _peer_ip(record)
+        keys = workloads.fences_for_ip(ip, cluster) if ip is not None and not is_loopback(ip) else []
+    return [WorkloadCaller(key, key.namespace) for key in keys]
+
+
+def _sources(record: AccessRecord, kind: ObservationKind, cluster: ClusterState) -> list[Service]:
+    """decisions §4: who is calling. A global-sidecar's own metadata is never the source."""
+    if _caller_side(record, kind) and record.pod is not None:
         return cluster.services_selecting(record.pod.namespace, record.pod.labels)
     ip = _peer_ip(record)
     if ip is not None and not is_loopback(ip):
@@ -230,7 +266,7 @@ def _sources(record: AccessRecord, kind: ObservationKind, cluster: ClusterState)
     return []
 
 
-def _keys(services: Iterable[Service]) -> tuple[ObjectKey, ...]:
+def _keys(services: Iterable[Caller]) -> tuple[ObjectKey, ...]:
     return tuple(s.key for s in services)
 
 
@@ -270,7 +306,7 @@ def _edges(
     record: AccessRecord,
     kind: ObservationKind,
     host: str,
-    sources: list[Service],
+    sources: list[Caller],
     cluster: ClusterState,
     options: ResolveOptions,
 ) -> Resolution:

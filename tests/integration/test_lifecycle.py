@@ -3,6 +3,7 @@ disabling a fence, and switching lazystream off (issue 6)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -15,10 +16,10 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
 from lazystream.kube.cleanup import ENVOY_FILTER, SERVICE_FENCE, SIDECAR, managed_by
-from lazystream.testing import ClusterBuilder
+from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer
-from tests.integration.test_worker_e2e import LAZYSTREAM, apply_objects, get, wait_for, worker_env
+from tests.integration.test_worker_e2e import LAZYSTREAM, apply_objects, get, produce, wait_for, worker_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kube, pytest.mark.timeout(300)]
 CREATED_BY = "app.kubernetes.io/created-by"
@@ -359,3 +360,68 @@ def test_autofence_scoping(
     finally:
         for name in spaces:
             core.delete_namespace(name)
+
+
+def test_workload_fences(
+    kafka_bootstrap: str,
+    kube_server: KubeServer,
+    kube_dynamic: DynamicClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    fresh_name: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    """fenceLabelKeyAlias: a fence per value of a pod label while a pod with that label runs; calls from
+    those pods teach it; it goes with the last pod."""
+    builder = ClusterBuilder().service("cart", namespace, ips=["10.247.0.20"])
+    apply_objects(kube_dynamic, [o for o in builder.objects() if o["kind"] != "Namespace"])
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="front-1", labels={"tier": "front"}),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="app", image="app")]),
+    )
+    core.create_namespaced_pod(namespace, pod)
+    # no kubelet here: the pod gets its IP the way a kubelet reports it, through the status subresource
+    core.patch_namespaced_pod_status(
+        "front-1", namespace, {"status": {"podIP": "10.247.0.10", "podIPs": [{"ip": "10.247.0.10"}]}}
+    )
+    env = worker_env(
+        kafka_bootstrap,
+        kube_server,
+        fresh_name,
+        tmp_path,
+        namespace,
+        LAZYSTREAM_GENERAL_AUTO_FENCE="true",
+        LAZYSTREAM_GENERAL_FENCE_LABEL_KEY_ALIAS="tier:role",
+        **FAST_LEASE,
+    )
+    workers.append(WorkerProcess([LAZYSTREAM, "worker"], env, tmp_path / "worker.log"))
+    worker = workers[0]
+    worker.wait_for_output("lazystream ready", timeout=120)
+    name = "role-front.workload.identity"
+    wait_for(lambda: auto_fences(kube_dynamic, namespace) == {name}, "the workload fence", worker=worker)
+    assert fences(kube_dynamic, namespace)[name]["spec"] == {
+        "enable": True,
+        "workloadSelector": {"labels": {"tier": "front"}},
+    }
+
+    record = fluent_bit(
+        global_sidecar_record(authority="cart:8080", peer_address="10.247.0.10:40000", time=time.time())
+    )
+    asyncio.run(produce(kafka_bootstrap, f"{fresh_name}-access", [record]))
+
+    def learned() -> bool:
+        sidecar = get(kube_dynamic, SIDECAR[0], "Sidecar", namespace, name)
+        return (
+            sidecar is not None
+            and f"*/cart.{namespace}.svc.cluster.local" in sidecar["spec"]["egress"][0]["hosts"]
+        )
+
+    wait_for(learned, "the workload fence's Sidecar learning cart", worker=worker)
+    sidecar = get(kube_dynamic, SIDECAR[0], "Sidecar", namespace, name)
+    assert sidecar is not None
+    assert sidecar["spec"]["workloadSelector"] == {"labels": {"tier": "front"}}
+
+    core.delete_namespaced_pod("front-1", namespace, grace_period_seconds=0)
+    wait_for(lambda: not auto_fences(kube_dynamic, namespace), "the workload fence gone", worker=worker)
+    wait_for(lambda: name not in sidecars(kube_dynamic, namespace), "its Sidecar gone", worker=worker)
