@@ -31,7 +31,7 @@ from lazystream.kube.client import api_client
 from lazystream.kube.fallback import FallbackKeeper
 from lazystream.kube.informers import ClusterCache
 from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identity
-from lazystream.kube.sink import Desired, FenceSink, Observed
+from lazystream.kube.sink import Desired, FenceSink, NotReady, Observed
 from lazystream.metrics import add_metrics_route, instrument_worker
 from lazystream.metrics_source import PrometheusPoller
 from lazystream.options import (
@@ -226,9 +226,11 @@ class Worker:
         return not (app.should_stop or app.rebalancing or app.in_recovery)
 
     def compute(self, key: ObjectKey) -> tuple[Desired, Observed] | None:
-        """What the sink writes for ``key`` now; None when the fence is gone or not this worker's (or the
-        table cannot be read right now: the next full sweep after a rebalance writes it)."""
-        if not self.state_readable() or not self.in_scope(key) or not self.stream.owns(key):
+        """What the sink writes for ``key`` now; None when the fence is gone or not this worker's. While the
+        table cannot be read (recovery, rebalance, shutdown), :class:`NotReady`: the sink tries later."""
+        if not self.state_readable():
+            raise NotReady(str(key))
+        if not self.in_scope(key) or not self.stream.owns(key):
             return None
         with self.cache.reading():
             fence = self.cache.fences.get(key)

@@ -162,6 +162,11 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
+class NotReady(Exception):
+    """Raised by ``compute`` when it cannot decide now (its state is being moved or recovered): the fence
+    is tried again later instead of being dropped."""
+
+
 class _Gone(Exception):
     """The fence (or its namespace) does not exist: writing is pointless until it is scheduled again."""
 
@@ -394,6 +399,9 @@ class FenceSink:
         """Apply what ``compute`` asks for; True when the fence should be tried again later."""
         try:
             computed = self._compute(key)
+        except NotReady:
+            self.writes_total["fence:not_ready"] += 1
+            return True
         except Exception as exc:
             self.writes_total[_error_label(exc)] += 1
             log.exception("sink: computing fence %s failed", key)

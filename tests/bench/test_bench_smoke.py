@@ -96,3 +96,25 @@ async def test_hostile_benchmark_runs(kafka_bootstrap: str, kube_server) -> None
     assert run.rss_samples
     assert run.problems() == []
     assert "hostile records" in str(run)
+
+
+@pytest.mark.kafka
+@pytest.mark.kube
+@pytest.mark.timeout(300)
+async def test_scale_benchmark_runs(kafka_bootstrap: str, kube_server) -> None:
+    import os
+
+    from bench import bench_scale
+
+    if "LAZYSTREAM_TEST_KAFKA_BOOTSTRAP" not in os.environ:
+        pytest.skip("the scale benchmark runs against the local servers only")
+    figures = await bench_scale.run_size(20, deps=5, timeout=200)
+    assert figures.records == 100
+    assert figures.records_per_s > 0
+    assert figures.converged_s > 0
+    assert len(figures.latencies) == bench_scale.LATENCY_SAMPLES
+    assert len(figures.rss_mb) == 2
+    assert all(r > 0 for r in figures.rss_mb)
+    assert figures.rocksdb_mb > 0
+    assert figures.recovery_s > 0
+    assert "recovery" in str(figures)

@@ -18,7 +18,7 @@ from kubernetes.dynamic import DynamicClient
 
 from lazystream.domain.cluster import ObjectKey
 from lazystream.kube.client import api_client
-from lazystream.kube.sink import Desired, FenceSink, Observed
+from lazystream.kube.sink import Desired, FenceSink, NotReady, Observed
 from tests.fixtures.kube import AuditEvent, AuditLog
 from tests.fixtures.servers import KubeServer, unique_name
 
@@ -477,3 +477,30 @@ async def test_threadsafe_schedule_and_out_of_scope_fence(
         assert sink.writes_total["status:applied"] == sink.writes_total["sidecar:applied"] == 1
     settle_audit(audit_log, lambda: len(sink_writes(audit_log, sink_api, namespace, "sidecars")) >= 1)
     assert len(sink_writes(audit_log, sink_api, namespace, "servicefences")) == 1
+
+
+async def test_not_ready_compute_is_tried_again_not_dropped(
+    sink_api: client.ApiClient, kube_dynamic: DynamicClient, namespace: str
+) -> None:
+    """While the worker's state is recovered or moved, compute raises NotReady: the write comes later."""
+    fence = create_fence(kube_dynamic, namespace, "details")
+    key = ObjectKey(namespace, "details")
+    desired = Desired(status=status_for(["a.default.svc.cluster.local"]), sidecar=sidecar_for(fence, []))
+    calls = []
+
+    def compute(k: ObjectKey) -> tuple[Desired, None]:
+        calls.append(k)
+        if len(calls) == 1:
+            raise NotReady(str(k))
+        return desired, None
+
+    sink = FenceSink(sink_api, compute=compute, coalesce_seconds=0.1, retry_later_seconds=0.3)
+    async with running(sink):
+        sink.schedule(key)
+        deadline = time.monotonic() + 10
+        while sink.writes_total["sidecar:applied"] == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert sink.writes_total["fence:not_ready"] == 1
+        assert sink.writes_total["status:applied"] == 1
+        assert sink.writes_total["sidecar:applied"] == 1
+        assert len(calls) == 2
