@@ -78,6 +78,6 @@ def worker_env(
         LAZYSTREAM_WEB_PORT=str(port),
         LAZYSTREAM_GENERAL_WHITE_NAMESPACE_LIST=run_id,
         LAZYSTREAM_LEADER_ELECTION_LEASE_NAMESPACE=run_id,
-        LAZYSTREAM_FALLBACK_MANAGE="false",  # no cluster-wide EnvoyFilter/global-sidecar writes from benchmarks
+        LAZYSTREAM_FALLBACK_MANAGE="false",  # benchmarks leave cluster-wide objects alone
         **extra,
     )
