@@ -81,8 +81,16 @@ def declare_topics(app: faust.App, config: Config) -> Topics:
 
 
 def rocksdb_options(config: Config) -> dict[str, int]:
-    """Per-table RocksDB options: faust's defaults reserve a 2 GiB block cache per partition."""
-    return {"block_cache_size": config.tables.block_cache_bytes}
+    """Per-table RocksDB options, bounded: faust's defaults reserve a 2 GiB block cache and up to three
+    64 MiB memtables per partition."""
+    tables = config.tables
+    return {
+        "block_cache_size": tables.block_cache_bytes,
+        "block_cache_compressed_size": tables.block_cache_bytes,
+        "write_buffer_size": tables.write_buffer_bytes,
+        "max_write_buffer_number": 2,
+        "target_file_size_base": 4 * tables.write_buffer_bytes,
+    }
 
 
 @dataclass
