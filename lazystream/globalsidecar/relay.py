@@ -130,10 +130,14 @@ def principal(head: Head, peer_ip: str) -> str | None:
     return principal_from_xfcc(head.get(XFCC_HEADER))
 
 
-def response_head(response: Head, version: str, keep: bool) -> bytes:
+def response_head(response: Head, version: str, keep: bool, raw: bytes | None = None) -> bytes:
     """The upstream's response head as the client gets it: HTTP/1.1, no hop-by-hop headers, and the
-    client connection's fate spelled out when it differs from the version's default."""
+    client connection's fate spelled out when it differs from the version's default. ``raw`` (the head as
+    received) is passed on unchanged when none of that changes anything, as for most responses."""
     out = forwardable(response.headers, response.connection_tokens())
+    unchanged = keep and version != "HTTP/1.0" and len(out) == len(response.headers)
+    if raw is not None and unchanged and raw.startswith(b"HTTP/1.1 "):
+        return raw
     if not keep:
         out.append(("Connection", "close"))
     elif version == "HTTP/1.0":
@@ -450,7 +454,7 @@ class Exchange:
         self.status = status
         self.upstream_keep = keep_alive(response, response.start[0]) and not framing.until_close
         self.keep = self.keep and not framing.until_close
-        out = response_head(response, self.request.version, self.keep)
+        out = response_head(response, self.request.version, self.keep, raw)
         self.response_buffer = None
         self.responded = True
         if framing.chunked:
