@@ -36,6 +36,7 @@ from lazystream.domain.forwarding import (
     principal_from_xfcc,
 )
 from lazystream.globalsidecar.http1 import (
+    HOP_BY_HOP,
     MAX_HEAD_BYTES,
     BadMessage,
     Framing,
@@ -60,6 +61,7 @@ BUFFERED_BODY_BYTES = 64 * 1024
 the upstream has just closed can be sent again on a new one; larger ones are streamed."""
 REASONS = {400: "Bad Request", 502: "Bad Gateway"}
 MAX_CHUNK_LINE = 4096
+_STATUS_KEYS = {n: f"status_{n}xx" for n in range(1, 6)}
 _DROP_REQUEST = frozenset({"host", SOURCE_NS_HEADER, ORIG_DEST_HEADER, HOP_HEADER})
 
 
@@ -134,10 +136,11 @@ def response_head(response: Head, version: str, keep: bool, raw: bytes | None = 
     """The upstream's response head as the client gets it: HTTP/1.1, no hop-by-hop headers, and the
     client connection's fate spelled out when it differs from the version's default. ``raw`` (the head as
     received) is passed on unchanged when none of that changes anything, as for most responses."""
-    out = forwardable(response.headers, response.connection_tokens())
-    unchanged = keep and version != "HTTP/1.0" and len(out) == len(response.headers)
-    if raw is not None and unchanged and raw.startswith(b"HTTP/1.1 "):
+    tokens, names = response.connection_tokens(), response.names()
+    as_received = raw is not None and keep and version != "HTTP/1.0" and raw.startswith(b"HTTP/1.1 ")
+    if as_received and raw is not None and HOP_BY_HOP.isdisjoint(names) and tokens.isdisjoint(names):
         return raw
+    out = forwardable(response.headers, tokens)
     if not keep:
         out.append(("Connection", "close"))
     elif version == "HTTP/1.0":
@@ -297,7 +300,7 @@ class ClientConnection(asyncio.Protocol):
         """One request answered: count it, report it, and go on with the next or hang up."""
         self.exchange = None
         proxy = self.proxy
-        proxy.counters[f"status_{status // 100}xx"] += 1
+        proxy.counters[_STATUS_KEYS.get(status // 100) or f"status_{status // 100}xx"] += 1
         proxy.emitter.emit(request.record(self.peer_address, self.peer_ip, status, upstream))
         if not keep:
             self.close()
@@ -401,18 +404,23 @@ class Exchange:
     def upstream_data(self, data: bytes) -> None:
         if self.done:
             return
-        if self.response_buffer is not None:
-            self.response_buffer += data
-            self.read_response_head()
-        else:
+        self.reused = False  # the upstream has answered: a broken exchange is not retried any more
+        buffer = self.response_buffer
+        if buffer is None:
             self.relay(data)
+            return
+        if buffer:  # a head that came in pieces
+            buffer += data
+            data = bytes(buffer)
+            buffer.clear()
+        self.read_response_head(data)
 
     def upstream_lost(self, exc: Exception | None) -> None:
         self.conn = None
         if self.done:
             return
         if self.response_buffer is not None:  # no complete response head
-            if self.reused and not self.response_buffer:  # a pooled connection the upstream had closed
+            if self.reused:  # a pooled connection the upstream had closed before it got the request
                 self.client.proxy.counters["retried_stale"] += 1
                 self.send(first=False)
                 return
@@ -425,18 +433,20 @@ class Exchange:
 
     # -- the response --------------------------------------------------------------------------------------
 
-    def read_response_head(self) -> None:
-        buffer = self.response_buffer
-        if buffer is None:  # pragma: no cover - called only while a head is awaited
-            return
+    def read_response_head(self, data: bytes) -> None:
+        """Parse the response head at the start of ``data`` (interim responses relayed first), then pass
+        the head and the body bytes that came with it to the client in one write."""
+        start = 0
         while True:
-            end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+            end = data.find(b"\r\n\r\n", start, start + MAX_HEAD_BYTES + 4)
             if end < 0:
-                if len(buffer) >= MAX_HEAD_BYTES:
+                if len(data) - start >= MAX_HEAD_BYTES:
                     self.fail(f"message head larger than {MAX_HEAD_BYTES} bytes")
+                elif self.response_buffer is not None:
+                    self.response_buffer += data[start:]
                 return
-            raw = bytes(buffer[: end + 4])
-            del buffer[: end + 4]
+            raw = data[start : end + 4]
+            start = end + 4
             try:
                 response = parse_head(raw)
                 try:
@@ -463,21 +473,25 @@ class Exchange:
             self.until_close = True
         else:
             self.remaining = framing.length
-        rest = bytes(buffer)
-        if not rest:
+        size = len(data) - start
+        if not size:
             self.client.write(out)
             if self.remaining == 0 and self.chunks is None and not self.until_close:
                 self.complete()
             return
+        rest = data[start:]
         try:
             take, ended = self.measure(rest)
         except BadMessage as exc:
             self.client.write(out)
             self.fail(str(exc))
             return
-        self.client.write(out + rest[:take])  # head and what came with it: one write
+        if out is raw and take == size and len(raw) == start:  # the bytes as received, not a copy
+            self.client.write(data)
+        else:
+            self.client.write(out + rest[:take])  # head and what came with it: one write
         if ended:
-            self.complete(extra=take < len(rest))
+            self.complete(extra=take < size)
 
     def relay(self, data: bytes) -> None:
         try:
