@@ -164,6 +164,8 @@ def targets_self(host: str, port: int, own_listeners: Collection[tuple[str, int]
     """Whether ``host:port`` is one of the proxy's listeners, judged from the address alone (an IP literal
     that is the bound address, or loopback / unspecified for a wildcard bind). Names are checked after
     connecting, with :func:`connection_is_self`."""
+    if all(listener != port for _, listener in own_listeners):  # the usual case: no address to parse
+        return False
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:

@@ -38,20 +38,37 @@ class Head:
     """Request: method, target, version. Response: version, status, reason."""
     headers: list[tuple[str, str]] = field(default_factory=list)
     _index: dict[str, str] | None = field(default=None, repr=False, compare=False)
+    _tokens: set[str] | None = field(default=None, repr=False, compare=False)
 
     def get(self, name: str) -> str | None:
         """The value of header ``name`` (lower case), several joined with ``,``; None when absent."""
         index = self._index
-        if index is None:  # built once per message: heads are asked for several headers
-            index = self._index = {}
-            for key, value in self.headers:
-                lower = key.lower()
-                index[lower] = f"{index[lower]},{value}" if lower in index else value
+        if index is None:  # parse_head builds it while parsing; a Head built by hand builds it here
+            index = self._index = _index(self.headers)
         return index.get(name)
 
+    def names(self) -> dict[str, str]:
+        """The headers by lower-case name (values joined as :meth:`get` gives them)."""
+        index = self._index
+        if index is None:
+            index = self._index = _index(self.headers)
+        return index
+
     def connection_tokens(self) -> set[str]:
-        value = self.get("connection")
-        return {t.strip().lower() for t in value.split(",") if t.strip()} if value else set()
+        tokens = self._tokens
+        if tokens is None:
+            value = self.get("connection")
+            tokens = {t.strip().lower() for t in value.split(",") if t.strip()} if value else set()
+            self._tokens = tokens
+        return tokens
+
+
+def _index(headers: list[tuple[str, str]]) -> dict[str, str]:
+    index: dict[str, str] = {}
+    for key, value in headers:
+        lower = key.lower()
+        index[lower] = f"{index[lower]},{value}" if lower in index else value
+    return index
 
 
 async def read_head(reader: asyncio.StreamReader) -> bytes | None:
@@ -67,10 +84,7 @@ async def read_head(reader: asyncio.StreamReader) -> bytes | None:
 
 
 def parse_head(data: bytes) -> Head:
-    try:
-        text = data.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
-        raise BadMessage("undecodable head") from None
+    text = data.decode("latin-1")  # latin-1 decodes any byte
     lines = text[:-4].split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2:
@@ -78,12 +92,16 @@ def parse_head(data: bytes) -> Head:
     if len(parts) == 2:
         parts.append("")
     headers = []
+    index: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip() or line[:1] in (" ", "\t"):
             raise BadMessage(f"bad header line {line[:100]!r}")
-        headers.append((name, value.strip()))
-    return Head((parts[0], parts[1], parts[2]), headers)
+        value = value.strip()
+        headers.append((name, value))
+        lower = name.lower()
+        index[lower] = f"{index[lower]},{value}" if lower in index else value
+    return Head((parts[0], parts[1], parts[2]), headers, index)
 
 
 def serialize(start: tuple[str, str, str], headers: list[tuple[str, str]]) -> bytes:
@@ -135,6 +153,8 @@ def response_framing(head: Head, request_method: str) -> Framing:
 
 
 def _content_length(value: str) -> int:
+    if value.isascii() and value.isdigit():  # the usual case: one plain number
+        return int(value)
     values = {v.strip() for v in value.split(",")}
     if len(values) != 1:
         raise BadMessage(f"conflicting Content-Length {value[:40]!r}")

@@ -1,4 +1,10 @@
-"""Keep-alive connections to upstreams, reused across requests (Slime's proxy dials one per request)."""
+"""Keep-alive connections to upstreams, reused across requests (Slime's proxy dials one per request).
+
+Two kinds are pooled, each for its own path through the proxy: :class:`UpstreamConnection` (an asyncio
+protocol driven by callbacks, for the hot path that relays ordinary requests without a task switch) and
+:class:`Upstream` (asyncio streams, for the rare requests the hot path hands to the stream-based code:
+streamed or chunked request bodies, upgrades).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,86 @@ import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Protocol, cast
 
 Address = tuple[str, int]
+
+
+class ConnectionUser(Protocol):
+    """The exchange a :class:`UpstreamConnection` currently serves: it is handed every event."""
+
+    def upstream_data(self, data: bytes) -> None: ...
+
+    def upstream_lost(self, exc: Exception | None) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One open connection to ``address`` for the callback-driven hot path.
+
+    Bytes the upstream sends go straight to the exchange it serves (``user``); bytes that arrive while it
+    is idle in the pool mean the upstream is out of step, and the connection is closed.
+    """
+
+    __slots__ = ("address", "closed", "idle_since", "local", "remote", "transport", "user")
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self.transport: asyncio.Transport | None = None
+        self.user: ConnectionUser | None = None
+        self.closed = False
+        self.idle_since = time.monotonic()
+        self.local: tuple[str, int] = ("", 0)
+        self.remote: tuple[str, int] = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        local, remote = transport.get_extra_info("sockname"), transport.get_extra_info("peername")
+        if local:
+            self.local = (str(local[0]), int(local[1]))
+        if remote:
+            self.remote = (str(remote[0]), int(remote[1]))
+
+    def data_received(self, data: bytes) -> None:
+        if self.user is not None:
+            self.user.upstream_data(data)
+        else:
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False  # close: an upstream that stops sending is done with this connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        user, self.user = self.user, None
+        if user is not None:
+            user.upstream_lost(exc)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def usable(self, now: float, idle_seconds: float) -> bool:
+        transport = self.transport
+        return (
+            not self.closed
+            and transport is not None
+            and not transport.is_closing()
+            and now - self.idle_since < idle_seconds
+        )
+
+    def close(self) -> None:
+        self.closed = True
+        self.user = None
+        if self.transport is not None:
+            self.transport.close()
 
 
 @dataclass(slots=True)
@@ -52,6 +136,7 @@ class UpstreamPool:
         self.idle_seconds = idle_seconds
         self.connect_timeout = connect_timeout
         self._idle: dict[Address, list[Upstream]] = defaultdict(list)
+        self._idle_protocols: dict[Address, list[UpstreamConnection]] = defaultdict(list)
         self.dialled = 0
         self.reused = 0
         self._sweeper: asyncio.Task[None] | None = None
@@ -73,6 +158,38 @@ class UpstreamPool:
         self.dialled += 1
         return Upstream(address, reader, writer)
 
+    def take(self, address: Address) -> UpstreamConnection | None:
+        """An idle hot-path connection to ``address`` that still looks open, or None (then :meth:`open`)."""
+        idle = self._idle_protocols.get(address)
+        if not idle:
+            return None
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if conn.usable(now, self.idle_seconds):
+                self.reused += 1
+                return conn
+            conn.close()
+        return None
+
+    async def open(self, address: Address) -> UpstreamConnection:
+        """A new hot-path connection to ``address``."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.connect_timeout):
+            _, conn = await loop.create_connection(lambda: UpstreamConnection(address), *address)
+        self.dialled += 1
+        return conn
+
+    def give_back(self, conn: UpstreamConnection) -> None:
+        """Keep a hot-path connection whose exchange ended in step, for the next request."""
+        idle = self._idle_protocols[conn.address]
+        if len(idle) >= self.max_idle or not conn.usable(time.monotonic(), self.idle_seconds):
+            conn.close()
+            return
+        conn.user = None
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
     def release(self, conn: Upstream) -> None:
         idle = self._idle[conn.address]
         if len(idle) >= self.max_idle or conn.writer.is_closing():
@@ -82,7 +199,7 @@ class UpstreamPool:
         idle.append(conn)
 
     def idle_count(self) -> int:
-        return sum(len(v) for v in self._idle.values())
+        return sum(len(v) for v in self._idle.values()) + sum(len(v) for v in self._idle_protocols.values())
 
     def sweep(self) -> None:
         """Close connections idle for longer than ``idle_seconds`` or closed by the upstream."""
@@ -98,6 +215,17 @@ class UpstreamPool:
                 self._idle[address] = keep
             else:
                 del self._idle[address]
+        for address in list(self._idle_protocols):
+            kept = []
+            for fast in self._idle_protocols[address]:
+                if fast.usable(now, self.idle_seconds):
+                    kept.append(fast)
+                else:
+                    fast.close()
+            if kept:
+                self._idle_protocols[address] = kept
+            else:
+                del self._idle_protocols[address]
 
     def start(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
@@ -112,6 +240,9 @@ class UpstreamPool:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        for fast in [c for idle in self._idle_protocols.values() for c in idle]:
+            fast.close()
+        self._idle_protocols.clear()
         conns = [c for idle in self._idle.values() for c in idle]
         self._idle.clear()
         for conn in conns:

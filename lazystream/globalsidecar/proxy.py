@@ -1,10 +1,12 @@
-"""The global-sidecar's HTTP/1.1 forwarding proxy on asyncio streams.
+"""The global-sidecar's HTTP/1.1 forwarding proxy: listeners, and the stream-based path for unusual requests.
 
-One task per client connection reads requests one after the other (keep-alive), asks the domain core
-(:func:`lazystream.domain.forwarding.decide`) where each goes, relays it over a pooled keep-alive
-connection, relays the response back, and hands one record per request to the emitter. Failures answer
-502 (upstream) or 400 (client), never 500; ``Upgrade`` requests that the upstream accepts (101) become a
-byte tunnel.
+Every client connection starts on the callback-driven hot path (:mod:`lazystream.globalsidecar.relay`).
+A request that path does not serve (a streamed or chunked request body, ``Upgrade``, ``CONNECT``) moves the
+connection here for the rest of its life: one task reads requests one after the other (keep-alive), asks
+the domain core (:func:`lazystream.domain.forwarding.decide`) where each goes, relays it over a pooled
+keep-alive connection, relays the response back, and hands one record per request to the emitter.
+Failures answer 502 (upstream) or 400 (client), never 500; ``Upgrade`` requests that the upstream accepts
+(101) become a byte tunnel.
 """
 
 from __future__ import annotations
@@ -14,30 +16,25 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from lazystream.domain.forwarding import (
     HOP_HEADER,
-    ORIG_DEST_HEADER,
-    SOURCE_NS_HEADER,
-    XFCC_HEADER,
     Forward,
     Refuse,
     ServiceExists,
-    access_record,
     connection_is_self,
     decide,
     format_address,
     join_host_port,
-    principal_from_xfcc,
 )
 from lazystream.globalsidecar.emit import Emitter
 from lazystream.globalsidecar.http1 import (
     MAX_HEAD_BYTES,
     BadMessage,
     Framing,
-    Head,
-    forwardable,
     keep_alive,
     parse_head,
     read_body,
@@ -45,18 +42,18 @@ from lazystream.globalsidecar.http1 import (
     relay_body,
     request_framing,
     response_framing,
-    serialize,
     simple_response,
 )
 from lazystream.globalsidecar.pool import Upstream, UpstreamPool
+from lazystream.globalsidecar.relay import (
+    BUFFERED_BODY_BYTES,
+    REASONS,
+    ClientConnection,
+    ForwardedRequest,
+    response_head,
+)
 
 log = logging.getLogger(__name__)
-
-BUFFERED_BODY_BYTES = 64 * 1024
-"""Request bodies up to this size are read before dialling, so a request that meets a pooled connection
-the upstream has just closed can be sent again on a new one; larger ones are streamed."""
-REASONS = {400: "Bad Request", 502: "Bad Gateway"}
-_DROP_REQUEST = frozenset({"host", SOURCE_NS_HEADER, ORIG_DEST_HEADER, HOP_HEADER})
 
 
 class UpstreamFailed(Exception):
@@ -98,7 +95,10 @@ class Proxy:
         self.listen_address = listen_address
         self.servers: dict[int, asyncio.Server] = {}
         self.counters: Counter[str] = Counter()
+        self.clients: set[ClientConnection] = set()
+        """Connections on the hot path."""
         self._handlers: set[asyncio.Task[None]] = set()
+        self._own_listeners: list[tuple[str, int]] = []
 
     # -- listeners ----------------------------------------------------------------------------------------
 
@@ -108,24 +108,24 @@ class Proxy:
 
     @property
     def own_listeners(self) -> list[tuple[str, int]]:
-        return [(self.listen_address, port) for port in self.servers]
+        """The bound ``(address, port)`` pairs; kept, not rebuilt per request."""
+        return self._own_listeners
 
     async def listen(self, port: int) -> None:
         if port in self.servers:
             return
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self.serve_connection(reader, writer, port)
-
-        self.servers[port] = await asyncio.start_server(
-            handle, self.listen_address, port, reuse_address=True, limit=MAX_HEAD_BYTES, backlog=1024
+        loop = asyncio.get_running_loop()
+        self.servers[port] = await loop.create_server(
+            lambda: ClientConnection(self, port), self.listen_address, port, reuse_address=True, backlog=1024
         )
+        self._own_listeners = [(self.listen_address, p) for p in self.servers]
         log.info("listening on %s", join_host_port(self.listen_address, port))
 
     async def unlisten(self, port: int, grace: float = 10.0) -> None:
         server = self.servers.pop(port, None)
         if server is None:
             return
+        self._own_listeners = [(self.listen_address, p) for p in self.servers]
         server.close()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
@@ -135,21 +135,53 @@ class Proxy:
     async def close(self) -> None:
         for port in list(self.servers):
             await self.unlisten(port, grace=0.5)
+        for client in list(self.clients):
+            client.close()
+            if client.exchange is not None:
+                client.exchange.abandon()
         for task in list(self._handlers):
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
 
-    # -- one client connection -----------------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task of the hot path (dialling), kept until it ends and cancelled by :meth:`close`."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+        return task
+
+    def hand_to_streams(self, client: ClientConnection) -> None:
+        """Move a hot-path connection, with what it has read, to the stream-based code for good."""
+        transport = client.transport
+        if transport is None:  # pragma: no cover - a connection always has its transport here
+            return
+        self.clients.discard(client)
+        client.closed = True  # the protocol object is done with this transport
+        reader = asyncio.StreamReader(limit=MAX_HEAD_BYTES)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if client.buffer:
+            reader.feed_data(bytes(client.buffer))
+        if client.eof:
+            reader.feed_eof()
+        if client.read_paused:
+            transport.resume_reading()
+        writer = asyncio.StreamWriter(transport, protocol, reader, asyncio.get_running_loop())
+        self.spawn(self.serve_connection(reader, writer, client.port, counted=True))
+
+    # -- one client connection on streams ------------------------------------------------------------------
 
     async def serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, *, counted: bool = False
     ) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
         peer = writer.get_extra_info("peername")
         peer_address = format_address(peer[0], peer[1]) if peer else "-"
-        self.counters["connections"] += 1
+        if not counted:
+            self.counters["connections"] += 1
         try:
             while await self._one_request(reader, writer, port, peer_address, peer[0] if peer else ""):
                 pass
@@ -179,7 +211,7 @@ class Proxy:
                 return False
             started, t0 = time.time(), time.perf_counter()
             head = parse_head(raw)
-            method, target, version = head.start
+            method, _, version = head.start
             if not version.startswith("HTTP/1."):
                 raise BadMessage(f"unsupported protocol {version[:20]!r}")
             framing = request_framing(head)
@@ -188,17 +220,11 @@ class Proxy:
             writer.write(simple_response(400, "Bad Request", str(exc), close=True))
             await writer.drain()
             return False
-        authority = head.get("host")
-        if target.startswith(("http://", "HTTP://")):  # absolute form: the target names the host
-            rest = target[7:]
-            slash = rest.find("/")
-            authority, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
-        source_ns = head.get(SOURCE_NS_HEADER)
-        orig_dest = head.get(ORIG_DEST_HEADER)
+        request = ForwardedRequest(head, started, t0)
         decision = decide(
-            authority=authority,
-            source_ns=source_ns,
-            orig_dest=orig_dest,
+            authority=request.authority,
+            source_ns=request.source_ns,
+            orig_dest=request.orig_dest,
             listener_port=port,
             exists=self.exists,
             prefer_listener_port=self.options.prefer_listener_port,
@@ -210,22 +236,9 @@ class Proxy:
             exchange = Exchange(decision.status, keep and framing.empty)
             await self._refuse(writer, decision, exchange.keep_client)
         else:
-            exchange = await self._forward(reader, writer, head, target, decision, framing, keep)
+            exchange = await self._forward(reader, writer, request, decision, framing, keep)
         self.counters[f"status_{exchange.status // 100}xx"] += 1
-        self.emitter.emit(
-            access_record(
-                time=started,
-                peer_address=peer_address,
-                authority=authority,
-                status=exchange.status,
-                duration_ms=(time.perf_counter() - t0) * 1000,
-                x_forwarded_for=head.get("x-forwarded-for"),
-                source_namespace=source_ns,
-                peer_principal=_principal(head, peer_ip),
-                original_destination=orig_dest,
-                upstream=exchange.upstream,
-            )
-        )
+        self.emitter.emit(request.record(peer_address, peer_ip, exchange.status, exchange.upstream))
         return exchange.keep_client
 
     async def _refuse(self, writer: asyncio.StreamWriter, refusal: Refuse, keep: bool) -> None:
@@ -240,8 +253,7 @@ class Proxy:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        head: Head,
-        target: str,
+        request: ForwardedRequest,
         decision: Forward,
         framing: Framing,
         keep: bool,
@@ -250,9 +262,7 @@ class Proxy:
         state = _ResponseState()
         try:
             async with asyncio.timeout(self.options.upstream_timeout):
-                status, keep = await self._exchange(
-                    reader, writer, head, target, decision, framing, keep, state
-                )
+                status, keep = await self._exchange(reader, writer, request, decision, framing, keep, state)
         except (UpstreamFailed, TimeoutError, BadMessage) as exc:
             self.counters["upstream_failures"] += 1
             reason = "upstream timed out" if isinstance(exc, TimeoutError) else str(exc)
@@ -270,24 +280,15 @@ class Proxy:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        head: Head,
-        target: str,
+        forwarded: ForwardedRequest,
         decision: Forward,
         framing: Framing,
         keep: bool,
         state: _ResponseState,
     ) -> tuple[int, bool]:
-        method, _, version = head.start
-        tokens = head.connection_tokens()
-        upgrade = head.get("upgrade") if "upgrade" in tokens else None
-        headers = [
-            ("Host", decision.authority),
-            *(kv for kv in forwardable(head.headers, tokens) if kv[0].lower() not in _DROP_REQUEST),
-            (HOP_HEADER, self.options.instance),
-        ]
-        if upgrade is not None:
-            headers += [("Connection", "upgrade"), ("Upgrade", upgrade)]
-        request = serialize((method, target, "HTTP/1.1"), headers)
+        head, method, version = forwarded.head, forwarded.method, forwarded.version
+        upgrade = head.get("upgrade") if "upgrade" in head.connection_tokens() else None
+        request = forwarded.upstream_head(decision, self.options.instance, upgrade)
         body = await read_body(reader, framing, BUFFERED_BODY_BYTES)
         raw = await self._send(reader, decision, request, body, framing, state)
         conn = state.conn
@@ -312,12 +313,7 @@ class Proxy:
         rframing = response_framing(response, method)
         upstream_keep = keep_alive(response, response.start[0]) and not rframing.until_close
         keep = keep and not rframing.until_close
-        out = forwardable(response.headers, response.connection_tokens())
-        if not keep:
-            out.append(("Connection", "close"))
-        elif version == "HTTP/1.0":
-            out.append(("Connection", "keep-alive"))
-        out_head = serialize(("HTTP/1.1", response.start[1], response.start[2]), out)
+        out_head = response_head(response, version, keep)
         try:
             small = await read_body(conn.reader, rframing, BUFFERED_BODY_BYTES)
             if small is not None:  # one write, one system call, for head and body
@@ -404,11 +400,3 @@ async def _read_upstream_head(conn: Upstream) -> bytes:
     if raw is None:
         raise UpstreamFailed("the upstream closed the connection without a response")
     return raw
-
-
-def _principal(head: Head, peer_ip: str) -> str | None:
-    """The caller's certificate principal, from the XFCC header of the proxy's own Istio sidecar: trusted
-    only from a loopback peer (that sidecar); from anyone else the header is the caller's own claim."""
-    if not (peer_ip.startswith("127.") or peer_ip == "::1"):
-        return None
-    return principal_from_xfcc(head.get(XFCC_HEADER))

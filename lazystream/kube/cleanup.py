@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ from lazystream.kube.client import FIELD_MANAGER
 
 log = logging.getLogger(__name__)
 
+REMOVAL_CONCURRENCY = 8
+"""Requests in flight while removing (a cluster may hold thousands of Sidecars)."""
 SIDECAR = ("networking.istio.io/v1alpha3", "Sidecar")
 SERVICE_FENCE = ("microservice.slime.io/v1alpha1", "ServiceFence")
 ENVOY_FILTER = ("networking.istio.io/v1alpha3", "EnvoyFilter")
@@ -125,40 +128,49 @@ def remove_everything(
     dyn = DynamicClient(api)
     scope = list(namespaces) if namespaces is not None else None
     done = Removal()
-    sidecars = _resource(dyn, SIDECAR)
-    for obj in _list(sidecars, scope):
-        if managed_by(obj, field_manager) and _delete(sidecars, obj):
-            done.sidecars.append(_key(obj))
-            on_step("sidecar deleted", _key(obj))
-    fences = _resource(dyn, SERVICE_FENCE)
-    for obj in _list(fences, scope):
-        if not managed_by(obj, field_manager):
-            continue
-        key = _key(obj)
-        if is_auto_created(obj):
-            if _delete(fences, obj):
-                done.fences.append(key)
-                on_step("fence deleted", key)
-        else:
-            _give_back_status(dyn, key, field_manager)
-            done.statuses.append(key)
-            on_step("fence status given back", key)
-    filters = _resource(dyn, ENVOY_FILTER)
-    for obj in _list(filters, scope):
-        if managed_by(obj, field_manager) and _delete(filters, obj):
-            done.envoy_filters.append(_key(obj))
-            on_step("EnvoyFilter deleted", _key(obj))
-    # last: the global-sidecar Service and ConfigMap the leader wrote; nothing routes to them any more
-    for kind in GLOBAL_SIDECAR_OBJECTS:
-        resource = _resource(dyn, kind)
-        for obj in _list(resource, scope):
-            if (
-                _key(obj).name == GLOBAL_SIDECAR_NAME
-                and _only_ours(obj, field_manager)
-                and _delete(resource, obj)
-            ):
-                done.global_sidecar.append(f"{kind[1]} {_key(obj)}")
-                on_step(f"global-sidecar {kind[1]} deleted", _key(obj))
+    with ThreadPoolExecutor(REMOVAL_CONCURRENCY, thread_name_prefix="lazystream-uninstall") as pool:
+
+        def each(
+            step: str, objs: list[dict[str, Any]], act: Callable[[dict[str, Any]], bool]
+        ) -> list[ObjectKey]:
+            """Run ``act`` on every object, in parallel (each phase ends before the next begins); the keys of
+            those it acted on."""
+            acted = [_key(o) for o, did in zip(objs, pool.map(act, objs), strict=True) if did]
+            for key in acted:
+                on_step(step, key)
+            return acted
+
+        def give_back(obj: dict[str, Any]) -> bool:
+            _give_back_status(dyn, _key(obj), field_manager)
+            return True
+
+        sidecars = _resource(dyn, SIDECAR)
+        ours = [o for o in _list(sidecars, scope) if managed_by(o, field_manager)]
+        done.sidecars = each("sidecar deleted", ours, lambda o: _delete(sidecars, o))
+
+        fences = _resource(dyn, SERVICE_FENCE)
+        ours = [o for o in _list(fences, scope) if managed_by(o, field_manager)]
+        created = [o for o in ours if is_auto_created(o)]
+        done.fences = each("fence deleted", created, lambda o: _delete(fences, o))
+        manual = [o for o in ours if not is_auto_created(o)]
+        done.statuses = each("fence status given back", manual, give_back)
+
+        filters = _resource(dyn, ENVOY_FILTER)
+        ours = [o for o in _list(filters, scope) if managed_by(o, field_manager)]
+        done.envoy_filters = each("EnvoyFilter deleted", ours, lambda o: _delete(filters, o))
+
+        # last: the global-sidecar Service and ConfigMap the leader wrote; nothing routes to them any more
+        for kind in GLOBAL_SIDECAR_OBJECTS:
+            resource = _resource(dyn, kind)
+            for obj in _list(resource, scope):
+                key = _key(obj)
+                if (
+                    key.name == GLOBAL_SIDECAR_NAME
+                    and _only_ours(obj, field_manager)
+                    and _delete(resource, obj)
+                ):
+                    done.global_sidecar.append(f"{kind[1]} {key}")
+                    on_step(f"global-sidecar {kind[1]} deleted", key)
     return done
 
 

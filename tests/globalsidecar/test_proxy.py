@@ -295,3 +295,56 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
     assert emitter.dropped >= 40
     stream.release.set()
     emitter.close()
+
+
+async def test_the_hot_path_relays_chunked_responses_small_bodies_and_pipelined_requests(
+    upstream: EchoUpstream,
+) -> None:
+    async with running() as (sidecar, emitter), Client("127.0.0.1", sidecar.settings.port) as client:
+        dest = [("Host", "svc"), ("Slime-Orig-Dest", f"127.0.0.1:{upstream.port}")]
+        for _ in range(2):  # chunked, trailers included, and the pooled connection still in step
+            response = await client.request("GET", "/chunked", dest)
+            assert response.headers.get("transfer-encoding") == "chunked"
+            assert response.json()["path"] == "/chunked"
+        response = await client.request("POST", "/small", dest, b"y" * 1000)
+        assert response.json()["body_bytes"] == 1000
+        assert client.writer is not None
+        assert client.reader is not None
+        one = b"GET /p%d HTTP/1.1\r\nHost: svc\r\nSlime-Orig-Dest: 127.0.0.1:%d\r\n\r\n"
+        client.writer.write(b"".join(one % (i, upstream.port) for i in range(3)))  # pipelined
+        for i in range(3):
+            head = await client.reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert f'"/p{i}"'.encode() in await client.reader.readexactly(length)
+        assert upstream.connections == 1
+        assert sidecar.proxy is not None
+        assert sidecar.proxy.counters["connections"] == 1
+    assert [r["response_code"] for r in emitter.records] == [200] * 6
+
+
+async def test_a_connection_moves_to_streams_for_a_streamed_body_and_keeps_serving(
+    upstream: EchoUpstream,
+) -> None:
+    big = b"z" * (200 * 1024)
+    async with running() as (sidecar, emitter), Client("127.0.0.1", sidecar.settings.port) as client:
+        dest = [("Host", "svc"), ("Slime-Orig-Dest", f"127.0.0.1:{upstream.port}")]
+        assert (await client.request("GET", "/first", dest)).json()["path"] == "/first"
+        response = await client.request("POST", "/big", dest, big, chunked=True)
+        assert response.json()["body_bytes"] == len(big)
+        assert (await client.request("GET", "/last", dest)).json()["path"] == "/last"
+        assert sidecar.proxy is not None
+        assert sidecar.proxy.counters["connections"] == 1
+    assert len(emitter.records) == 3
+
+
+def test_the_chunk_scanner_finds_the_end_at_every_split() -> None:
+    from lazystream.globalsidecar.http1 import BadMessage
+    from lazystream.globalsidecar.relay import ChunkScanner
+
+    body = b"5;ext=1\r\nhello\r\n10\r\n" + b"a" * 16 + b"\r\n0\r\nX-Trailer: yes\r\n\r\n"
+    for split in range(len(body)):
+        scanner = ChunkScanner()
+        assert scanner.feed(body[:split]) == (split, False)
+        assert scanner.feed(body[split:] + b"GET /next") == (len(body) - split, True)
+    with pytest.raises(BadMessage):
+        ChunkScanner().feed(b"zz\r\n")

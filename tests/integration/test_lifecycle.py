@@ -190,7 +190,7 @@ def test_autofence_walkthrough_and_disable(
         capture_output=True,
         text=True,
         check=True,
-        timeout=120,
+        timeout=240,  # a long-lived dev API server may hold thousands of them
     )
     assert "Sidecars" in done.stdout
     leftovers = [
