@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,16 +30,18 @@ from lazystream.kube.client import api_client
 from lazystream.options import render_options
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from tests.fixtures.kube import AuditLog
-from tests.fixtures.private import PrivateKube
+from tests.fixtures.private import PrivateKafka, PrivateKube
 from tests.fixtures.processes import WorkerProcess
+from tests.fixtures.servers import KubeServer
 from tests.integration.test_ops_kafka import _delete_topics, cli
-from tests.integration.test_ops_worker import FENCE, group_lag, sidecar_spec, writes_in
+from tests.integration.test_ops_worker import FENCE, group_lag, learned_hosts, sidecar_spec, writes_in
 from tests.integration.test_worker_e2e import LAZYSTREAM, apply_objects, get, produce, wait_for, worker_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kube, pytest.mark.heavy]
 FENCES = ("productpage", "reviews")
 SERVICES = ("productpage", "details", "reviews", "ratings", "extra-0", "extra-1", "extra-2", "extra-3")
 API_OUTAGE_S = 20
+BROKER_OUTAGE_S = 10
 
 
 @pytest.fixture
@@ -92,18 +96,22 @@ def actual(dynamic: DynamicClient, namespace: str) -> dict[str, tuple[Any, Any]]
     return out
 
 
-def api_errors(env: dict[str, str]) -> float:
-    """``lazystream_api_errors_total`` summed over its labels, scraped from the worker's endpoint."""
+def metric(env: dict[str, str], name: str) -> float:
+    """A counter of the worker (``name`` without ``_total``) summed over its labels, from its endpoint."""
     url = f"http://127.0.0.1:{env['LAZYSTREAM_WEB_PORT']}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
-        if family.name == "lazystream_api_errors"
+        if family.name == name
         for sample in family.samples
-        if sample.name == "lazystream_api_errors_total"
+        if sample.name == f"{name}_total"
     )
+
+
+def api_errors(env: dict[str, str]) -> float:
+    return metric(env, "lazystream_api_errors")
 
 
 def make_namespace(kube: PrivateKube, namespace: str) -> None:
@@ -200,3 +208,154 @@ def test_worker_and_api_server_outage_then_replay_writes_nothing(
             assert worker.stop() == 0, worker.output()[-3000:]
     finally:
         asyncio.run(_delete_topics(kafka_bootstrap, f"{fresh_name}-"))
+
+
+# -- faults (issue 11) ------------------------------------------------------------------------------------
+
+LOAD = 1500  # records per burst: enough that the worker is still busy when the fault strikes
+
+
+def load(mesh: Mesh, seed: int) -> list[bytes]:
+    """A burst of calls between the mesh's services (all admitted), with some garbage for the dead letters."""
+    rng = random.Random(seed)  # noqa: S311 - not a secret
+    out: list[bytes] = []
+    for i in range(LOAD):
+        if i % 500 == 0:
+            out.append(b'{"half": ')
+        source = rng.choice(FENCES)
+        out += mesh.calls(source, f"{rng.choice([s for s in SERVICES if s != source])}:9080")
+    return out
+
+
+async def produce_fast(kafka: str, topic: str, messages: list[bytes]) -> None:
+    """Send without waiting for each acknowledgement, then flush: a burst, as Fluent Bit sends."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for message in messages:
+            await producer.send(topic, message)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def burst(mesh: Mesh, kafka: str, topic: str, records: list[bytes]) -> None:
+    asyncio.run(produce_fast(kafka, topic, records))
+    mesh.sent += records
+
+
+def learned_dependencies(env: dict[str, str], namespace: str) -> dict[str, set[str]]:
+    """Fence → hosts in the learned table's changelog (what a restarted worker recovers)."""
+    return {
+        key.split("/", 1)[1]: set(hosts)
+        for key, hosts in learned_hosts(env).items()
+        if key.startswith(f"{namespace}/")
+    }
+
+
+def oracle_dependencies(want: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, set[str]]:
+    return {name: set(status.get("domains") or {}) for name, (_, status) in want.items()}
+
+
+def wait_busy(worker: WorkerProcess, env: dict[str, str]) -> float:
+    """Wait until the worker has read some of the burst; return how many access records it had read."""
+    seen = 0.0
+
+    def started() -> bool:
+        nonlocal seen
+        try:
+            seen = metric(env, "lazystream_access_records")
+        except OSError:
+            return False
+        return seen > 0
+
+    worker.wait_until(started, "the worker to start on the burst", timeout=60)
+    return seen
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_worker_under_load_loses_nothing(
+    kafka_bootstrap: str,
+    kube_server: KubeServer,
+    kube_dynamic: DynamicClient,
+    namespace: str,
+    fresh_name: str,
+    tmp_path: Path,
+) -> None:
+    mesh = Mesh(namespace)
+    apply_objects(kube_dynamic, mesh.objects)
+    env = worker_env(kafka_bootstrap, kube_server, fresh_name, tmp_path, namespace)
+    access = f"{fresh_name}-access"
+    try:
+        cli(env, "topics", "create")
+        worker = WorkerProcess([LAZYSTREAM, "worker"], env, tmp_path / "worker1.log")
+        try:
+            worker.wait_for_output("lazystream ready", timeout=120)
+            first = load(mesh, 1)
+            burst(mesh, kafka_bootstrap, access, first)
+            read = wait_busy(worker, env)
+            worker.proc.send_signal(signal.SIGKILL)
+            assert worker.proc.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            worker.stop()
+        print(f"killed after {read:.0f} of {len(first)} access records")
+        burst(mesh, kafka_bootstrap, access, load(mesh, 2))
+
+        worker = WorkerProcess([LAZYSTREAM, "worker"], env, tmp_path / "worker2.log")
+        try:
+            worker.wait_for_output("lazystream ready", timeout=120)
+            want = mesh.oracle()
+            wait_for(
+                lambda: actual(kube_dynamic, namespace) == want,
+                "every fence equal to the oracle after kill -9",
+                timeout=120,
+                worker=worker,
+            )
+            wait_for(lambda: group_lag(env, f"{fresh_name}-edges") == 0, "edges consumed", worker=worker)
+            assert metric(env, "lazystream_records_dead_lettered") > 0  # the restarted worker counts
+        finally:
+            assert worker.stop() == 0, worker.output()[-3000:]
+        # what a worker recovers from the changelog (another worker after a rebalance, or a fresh disk)
+        assert learned_dependencies(env, namespace) == oracle_dependencies(want)
+    finally:
+        asyncio.run(_delete_topics(kafka_bootstrap, f"{fresh_name}-"))
+
+
+@pytest.mark.timeout(300)
+def test_kafka_broker_restart_under_load_loses_nothing(
+    private_kafka: PrivateKafka,
+    kube_server: KubeServer,
+    kube_dynamic: DynamicClient,
+    namespace: str,
+    fresh_name: str,
+    tmp_path: Path,
+) -> None:
+    kafka = private_kafka.bootstrap
+    mesh = Mesh(namespace)
+    apply_objects(kube_dynamic, mesh.objects)
+    env = worker_env(kafka, kube_server, fresh_name, tmp_path, namespace)
+    access = f"{fresh_name}-access"
+    cli(env, "topics", "create")
+    worker = WorkerProcess([LAZYSTREAM, "worker"], env, tmp_path / "worker.log")
+    try:
+        worker.wait_for_output("lazystream ready", timeout=120)
+        burst(mesh, kafka, access, load(mesh, 1))
+        read = wait_busy(worker, env)
+        private_kafka.stop()
+        time.sleep(BROKER_OUTAGE_S)
+        assert worker.proc.poll() is None, f"worker died with the broker down:\n{worker.output()[-4000:]}"
+        private_kafka.start()
+        print(f"broker stopped after {read:.0f} access records")
+        burst(mesh, kafka, access, load(mesh, 2))
+        want = mesh.oracle()
+        wait_for(
+            lambda: actual(kube_dynamic, namespace) == want,
+            "every fence equal to the oracle after the broker restart",
+            timeout=150,
+            worker=worker,
+        )
+        wait_for(lambda: group_lag(env, f"{fresh_name}-edges") == 0, "edges consumed", worker=worker)
+        assert metric(env, "lazystream_records_dead_lettered") > 0
+    finally:
+        assert worker.stop() == 0, worker.output()[-3000:]
+    assert learned_dependencies(env, namespace) == oracle_dependencies(want)
