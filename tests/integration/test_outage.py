@@ -258,13 +258,13 @@ def oracle_dependencies(want: dict[str, tuple[dict[str, Any], dict[str, Any]]]) 
 
 
 def wait_busy(worker: WorkerProcess, env: dict[str, str]) -> float:
-    """Wait until the worker has read some of the burst; return how many access records it had read."""
+    """Wait until the table agent has handled some of the burst's edges; return how many it had handled."""
     seen = 0.0
 
     def started() -> bool:
         nonlocal seen
         try:
-            seen = metric(env, "lazystream_access_records")
+            seen = metric(env, "lazystream_edge_messages")
         except OSError:
             return False
         return seen > 0
@@ -298,7 +298,7 @@ def test_kill_9_worker_under_load_loses_nothing(
             assert worker.proc.wait(timeout=10) == -signal.SIGKILL
         finally:
             worker.stop()
-        print(f"killed after {read:.0f} of {len(first)} access records")
+        print(f"killed after {read:.0f} edge messages of a burst of {len(first)} access records")
         burst(mesh, kafka_bootstrap, access, load(mesh, 2))
 
         worker = WorkerProcess([LAZYSTREAM, "worker"], env, tmp_path / "worker2.log")
@@ -345,7 +345,7 @@ def test_kafka_broker_restart_under_load_loses_nothing(
         time.sleep(BROKER_OUTAGE_S)
         assert worker.proc.poll() is None, f"worker died with the broker down:\n{worker.output()[-4000:]}"
         private_kafka.start()
-        print(f"broker stopped after {read:.0f} access records")
+        print(f"broker stopped after {read:.0f} edge messages")
         burst(mesh, kafka, access, load(mesh, 2))
         want = mesh.oracle()
         wait_for(
