@@ -257,6 +257,7 @@ class WorkerCollector(Collector):
         for result, key in (
             ("written", "table:written"),
             ("unchanged", "table:unchanged"),
+            ("resent", "table:resent"),
             ("malformed", "edges:malformed"),
             ("hosts_limit", "hosts:limit"),
         ):

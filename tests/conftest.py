@@ -9,7 +9,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.kube", "tests.fixtures.kafka"]
+pytest_plugins = [
+    "tests.fixtures.servers",
+    "tests.fixtures.kube",
+    "tests.fixtures.kafka",
+    "tests.fixtures.private",
+]
 
 LINGER_GRACE_S = 5.0
 

@@ -103,9 +103,10 @@ class WorkerApp:
     access: AccessIngest
     partition_of: Callable[[bytes], int]
     counters: Counter[str] = field(default_factory=Counter)
-    """Table-agent outcomes: ``table:written``, ``table:unchanged``, ``edges:malformed``, ``hosts:limit``
-    (edge messages refused at ``fence.maxHostsPerFence``), ``hosts:learned`` (hosts a fence learned from an
-    observation) and ``hosts:seeded`` (hosts new to the table from a seed or a restore)."""
+    """Table-agent outcomes: ``table:written``, ``table:unchanged`` (of which ``table:resent``: the fence's
+    unchanged value sent to the changelog again, once per fence after start), ``edges:malformed``,
+    ``hosts:limit`` (edge messages refused at ``fence.maxHostsPerFence``), ``hosts:learned`` (hosts a fence
+    learned from an observation) and ``hosts:seeded`` (hosts new to the table from a seed or a restore)."""
     limited: Counter[str] = field(default_factory=Counter)
     """Edge messages refused at ``fence.maxHostsPerFence``, per fence (``namespace/name``)."""
     on_hosts_learned: Callable[[ObjectKey, list[str], float | None], None] | None = None
@@ -178,6 +179,14 @@ def create_worker_app(
     worker = WorkerApp(app, topics, table, access, partition_of)
     bucket_seconds, max_hosts = config.tables.bucket_seconds, config.fence.max_hosts_per_fence
 
+    # Fences this process has written to the table, hence to its changelog. faust puts a write into the local
+    # RocksDB at once but sends its changelog record later (the offsets of the edges are committed only after
+    # that send). A worker killed in between restarts with the newer local value; the edge, redelivered, then
+    # changes nothing, and the changelog would keep the older value for good: another worker (a rebalance) or
+    # this one on a fresh disk would recover it and lose the dependency. So the first edge of a fence that
+    # changes nothing after start sends the fence's current value to the changelog again (no API write).
+    sent_since_start: set[bytes] = set()
+
     @app.agent(topics.edges, name="learned-state")
     async def table_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
@@ -189,10 +198,15 @@ def create_worker_app(
             if fence is None or not isinstance(message, dict):
                 worker.counters["edges:malformed"] += 1
                 continue
-            state = learned.decode_state(table.get(event.key))
+            stored = table.get(event.key)
+            state = learned.decode_state(stored)
             new = learned.apply(state, message, bucket_seconds)
             if new is None:
                 worker.counters["table:unchanged"] += 1
+                if stored is not None and event.key not in sent_since_start:
+                    table[event.key] = stored  # re-sent to the changelog: see sent_since_start
+                    sent_since_start.add(event.key)
+                    worker.counters["table:resent"] += 1
                 continue
             added = [h for h in new if h not in state]
             if len(new) > max_hosts and len(new) > len(state):
@@ -200,6 +214,7 @@ def create_worker_app(
                 worker.note_host_limit(fence, added)
                 continue
             table[event.key] = learned.encode_state(new)
+            sent_since_start.add(event.key)
             worker.counters["table:written"] += 1
             if added:
                 observed = message.get("op") == learned.Op.OBSERVE

@@ -3,7 +3,9 @@
 # TLS from a generated CA, token authentication, RBAC, audit log (JSON lines) to a file, and a kubeconfig.
 # Idempotent: `start` on a running pair does nothing; the PKI and tokens are kept across restarts.
 # Env: K8S_PORT (default 16443), ETCD_PORT (default 12379; the peer port is ETCD_PORT+1),
-#      KUBE_APISERVER (binary; default: build it with build-kube-apiserver.sh), ETCD (binary).
+#      KUBE_APISERVER (binary; default: build it with build-kube-apiserver.sh), ETCD (binary),
+#      LAZYSTREAM_INFRA_RUN (the run directory; this pair uses its k8s/ subdirectory).
+# `stop apiserver` stops the kube-apiserver only and keeps etcd (and its data) running: an API server outage.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../versions.env"
@@ -117,9 +119,9 @@ stop() {
 
 case "${1:-start}" in
   start) start ;;
-  stop) stop ;;
+  stop) if [ "${2:-}" = apiserver ]; then stop_pid kube-apiserver "$RUN/kube-apiserver.pid"; else stop; fi ;;
   reset) stop; rm -rf "$RUN" ;;
   status) pid_alive "$RUN/kube-apiserver.pid" && pid_alive "$RUN/etcd.pid" \
             && echo "kube-apiserver running on 127.0.0.1:$PORT" || { echo "kube-apiserver stopped"; exit 1; } ;;
-  *) echo "usage: $0 start|stop|reset|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop [apiserver]|reset|status" >&2; exit 2 ;;
 esac

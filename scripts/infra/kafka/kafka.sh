@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # kafka.sh install|start|stop|status — a real single-node KRaft Apache Kafka broker from Maven Central jars,
 # on loopback, with fast-start settings for tests. Idempotent: `start` on a running broker does nothing.
-# Env: KAFKA_VERSION, KAFKA_PORT (default 19092), KAFKA_CONTROLLER_PORT (default 19093), LAZYSTREAM_INFRA_*.
+# Env: KAFKA_VERSION, KAFKA_PORT (default 19092), KAFKA_CONTROLLER_PORT (default 19093), LAZYSTREAM_INFRA_*
+#      (LAZYSTREAM_INFRA_RUN: where the data and logs live), KAFKA_KEEP_DATA=1 (start keeps the log dir of a
+#      previous run, so a stopped broker comes back with its topics and offsets; default: start empty).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../versions.env"
@@ -37,7 +39,10 @@ start() {
   install
   if pid_alive "$PIDFILE"; then echo "kafka already running on 127.0.0.1:$PORT" >&2; return 0; fi
   require_port_free kafka "$PORT"; require_port_free kafka-controller "$CPORT"
-  rm -rf "$RUN"; mkdir -p "$RUN/data" "$RUN/logs"
+  [ "${KAFKA_KEEP_DATA:-0}" = 1 ] || rm -rf "$RUN"
+  mkdir -p "$RUN/data" "$RUN/logs"
+  # a restarted broker's readiness is judged on this run's output only
+  [ ! -f "$RUN/logs/server.out" ] || mv "$RUN/logs/server.out" "$RUN/logs/server.out.previous"
   sed -e "s#@DATA@#$RUN/data#" -e "s#@PORT@#$PORT#g" -e "s#@CPORT@#$CPORT#g" \
       "$HERE/server.properties.in" > "$RUN/server.properties"
   # shellcheck disable=SC2046
