@@ -6,6 +6,7 @@ import pytest
 
 from bench import bench_codecs
 from bench.harness import Comparison, compare
+from tests.fixtures.servers import unavailable
 
 pytestmark = pytest.mark.bench
 
@@ -61,7 +62,7 @@ async def test_worker_benchmark_runs(kafka_bootstrap: str, kube_server) -> None:
     from bench import bench_worker
 
     if "LAZYSTREAM_TEST_KAFKA_BOOTSTRAP" not in os.environ:
-        pytest.skip("the worker benchmark runs against the local servers only")
+        unavailable("the local servers (the worker benchmark starts its own worker processes)")
     figures = await bench_worker.run(count=2000, samples=3)
     assert figures.bare_rps > 0
     assert figures.worker_rps > 0
@@ -90,7 +91,7 @@ async def test_hostile_benchmark_runs(kafka_bootstrap: str, kube_server) -> None
     from bench import bench_hostile
 
     if "LAZYSTREAM_TEST_KAFKA_BOOTSTRAP" not in os.environ:
-        pytest.skip("the hostile-input benchmark runs against the local servers only")
+        unavailable("the local servers (the hostile-input benchmark starts its own worker processes)")
     run = await bench_hostile.run(count=3000, seed=1)
     assert run.records_per_second > 0
     assert run.rss_samples
@@ -107,7 +108,7 @@ async def test_scale_benchmark_runs(kafka_bootstrap: str, kube_server) -> None:
     from bench import bench_scale
 
     if "LAZYSTREAM_TEST_KAFKA_BOOTSTRAP" not in os.environ:
-        pytest.skip("the scale benchmark runs against the local servers only")
+        unavailable("the local servers (the scale benchmark starts its own worker processes)")
     figures = await bench_scale.run_size(20, deps=5, timeout=200)
     assert figures.records == 100
     assert figures.records_per_s > 0
