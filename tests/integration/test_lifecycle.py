@@ -260,15 +260,9 @@ def test_deadline_takes_effect_when_it_passes(
     tmp_path: Path,
     workers: list[WorkerProcess],
 ) -> None:
-    deadline = int(time.time()) + 25
     host = f"details.{namespace}.svc.cluster.local"
     builder = ClusterBuilder().service("details", namespace).service("productpage", namespace)
-    builder.fence(
-        "productpage",
-        namespace,
-        workloadSelector={"fromService": True},
-        host={host: {"deadline": {"expire": {"seconds": deadline}}}},
-    )
+    builder.fence("productpage", namespace, workloadSelector={"fromService": True})
     apply_objects(kube_dynamic, [o for o in builder.objects() if o["kind"] != "Namespace"])
     # a refresh period far longer than the test: only the deadline's own timer can remove the host in time
     env = {
@@ -281,8 +275,19 @@ def test_deadline_takes_effect_when_it_passes(
         sidecar = get(kube_dynamic, SIDECAR[0], "Sidecar", namespace, "productpage")
         return list(sidecar["spec"]["egress"][0]["hosts"]) if sidecar else []
 
-    wait_for(lambda: f"*/{host}" in egress(), "the host before its deadline", timeout=120, worker=workers[0])
-    assert time.time() < deadline, "the worker took too long to start for this test to mean anything"
+    workers[0].wait_for_output("lazystream ready", timeout=150)
+    # the deadline is set once the worker runs, so a slow start cannot eat it
+    deadline = int(time.time()) + 15
+    fence_spec = {"host": {host: {"deadline": {"expire": {"seconds": deadline}}}}}
+    resource = kube_dynamic.resources.get(api_version=SERVICE_FENCE[0], kind=SERVICE_FENCE[1])
+    resource.patch(
+        name="productpage",
+        namespace=namespace,
+        body={"spec": fence_spec},
+        content_type="application/merge-patch+json",
+    )
+    wait_for(lambda: f"*/{host}" in egress(), "the host before its deadline", timeout=60, worker=workers[0])
+    assert time.time() < deadline, "the host reached the Sidecar too late for this test to mean anything"
     wait_for(
         lambda: f"*/{host}" not in egress(), "the host gone after its deadline", timeout=60, worker=workers[0]
     )
@@ -358,6 +363,8 @@ def test_autofence_scoping(
         core.patch_namespace(spaces[1], {"metadata": {"labels": {"team": "mesh"}}})
         wait_for(lambda: auto_fences(kube_dynamic, spaces[1]) == {"web"}, "b's fence", worker=worker)
     finally:
+        for running in workers:  # before its namespaces go
+            running.stop()
         for name in spaces:
             core.delete_namespace(name)
 
