@@ -189,6 +189,11 @@ def reduce_sidecar(obj: Mapping[str, Any]) -> dict[str, Any]:
     return reduced
 
 
+def _listed_namespaces(spec: FenceSpec) -> set[str]:
+    """The namespaces a fence spec lists whole: ``<ns>/*`` hosts and ``namespaceSelector`` entries."""
+    return {h[:-2] for h in spec.hosts if h.endswith("/*")} | set(spec.namespace_selector)
+
+
 def _without_version(reduced: Mapping[str, Any]) -> dict[str, Any]:
     meta = {k: v for k, v in (reduced.get("metadata") or {}).items() if k != "resourceVersion"}
     return {**reduced, "metadata": meta}
@@ -245,8 +250,17 @@ class ClusterCache:
         self._versions: dict[str, dict[ObjectKey, str]] = {kind: {} for kind in kinds}
         """Per kind, the resourceVersion of every cached object: what a resync compares with."""
         self._fence_specs: dict[ObjectKey, FenceSpec] = {}
+        self._namespace_fences: dict[str, set[ObjectKey]] = defaultdict(set)
+        """Fences by each namespace their spec lists (``<ns>/*`` host or namespaceSelector): a Service
+        added to such a namespace affects them. An index, because a cluster lists thousands of Services
+        against thousands of fences and a scan per Service made the first list quadratic."""
+        self._selector_fences: dict[ObjectKey, Any] = {}
+        """The ``spec.labelSelector`` of every fence that has one (the only fences a Service's labels can
+        affect)."""
         self._fence_hosts: dict[ObjectKey, frozenset[str]] = {}
         self._host_fences: dict[str, set[ObjectKey]] = defaultdict(set)
+        self._wildcard_hosts: set[str] = set()
+        """The keys of ``_host_fences`` that are Istio wildcards (a few, among up to a million hosts)."""
         self._workers = {kind: _KindWorker(KINDS[kind], self._lister(KINDS[kind])) for kind in kinds}
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -354,6 +368,8 @@ class ClusterCache:
             self._fence_hosts[key] = new
             for host in new:
                 self._host_fences[host].add(key)
+                if host.startswith("*"):
+                    self._wildcard_hosts.add(host)
 
     def forget_fence(self, key: ObjectKey) -> None:
         """Drop a fence's hosts from the index (the fence is gone or no longer computed)."""
@@ -367,6 +383,7 @@ class ClusterCache:
                 fences.discard(key)
                 if not fences:
                     del self._host_fences[host]
+                    self._wildcard_hosts.discard(host)
 
     # -- the per-kind thread --------------------------------------------------------------------------
 
@@ -611,7 +628,7 @@ class ClusterCache:
         self.events_total[f"{kind}/DELETED"] += 1
         if kind == "ServiceFence":
             self.fences.pop(key, None)
-            self._fence_specs.pop(key, None)
+            self._set_fence_spec(key, None)
             self._unindex_fence(key)
             self.state.delete(kind, key.namespace, key.name)
             return {key}
@@ -628,13 +645,32 @@ class ClusterCache:
             return set()
         self.state.apply(reduced)
         try:
-            self._fence_specs[key] = fence_from_object(reduced).spec
+            self._set_fence_spec(key, fence_from_object(reduced).spec)
         except _UNREADABLE as exc:
             # still reported: the sink reports the fence's error; no dependency is derived from it
             self.errors_total["ServiceFence"] += 1
             log.warning("ServiceFence %s: %s", key, exc)
-            self._fence_specs.pop(key, None)
+            self._set_fence_spec(key, None)
         return {key}
+
+    def _set_fence_spec(self, key: ObjectKey, spec: FenceSpec | None) -> None:
+        """Record (or, with None, forget) a fence's spec and keep the spec indexes in step (lock held)."""
+        old = self._fence_specs.pop(key, None)
+        if old is not None:
+            for namespace in _listed_namespaces(old):
+                keys = self._namespace_fences.get(namespace)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._namespace_fences[namespace]
+        self._selector_fences.pop(key, None)
+        if spec is None:
+            return
+        self._fence_specs[key] = spec
+        for namespace in _listed_namespaces(spec):
+            self._namespace_fences[namespace].add(key)
+        if spec.label_selector:
+            self._selector_fences[key] = spec.label_selector
 
     def _sidecar_fence(self, key: ObjectKey, sidecar: Mapping[str, Any]) -> set[ObjectKey]:
         """The fence a Sidecar belongs to: same key, when that fence exists or a ServiceFence owns it (a
@@ -708,7 +744,7 @@ class ClusterCache:
     def _fences_selecting(self, service: Service, label_sets: list[Mapping[str, str]]) -> set[ObjectKey]:
         """Fences whose ``spec.labelSelector`` matches the Service with any of ``label_sets``, by the
         domain's own matching (on a one-Service state, so the semantics cannot drift)."""
-        selecting = [(k, s.label_selector) for k, s in self._fence_specs.items() if s.label_selector]
+        selecting = list(self._selector_fences.items())
         if not selecting:
             return set()
         found: set[ObjectKey] = set()
@@ -720,11 +756,9 @@ class ClusterCache:
 
     def _fences_with_namespaces(self, namespaces: set[str]) -> set[ObjectKey]:
         """Fences with a static ``<ns>/*`` host or ``spec.namespaceSelector`` entry for one of them."""
-        found = set()
-        for key, spec in self._fence_specs.items():
-            listed = {h[:-2] for h in spec.hosts if h.endswith("/*")} | set(spec.namespace_selector)
-            if listed & namespaces:
-                found.add(key)
+        found: set[ObjectKey] = set()
+        for namespace in namespaces:
+            found |= self._namespace_fences.get(namespace, set())
         return found
 
     def _service_namespaces(self, hosts: Iterable[str]) -> set[str]:
@@ -748,7 +782,7 @@ class ClusterCache:
         """Fences whose last computed hosts (:meth:`set_fence_hosts`) match one of ``hosts``, either way
         round when one is an Istio wildcard."""
         found: set[ObjectKey] = set()
-        wildcard_hosts = [h for h in self._host_fences if h.startswith("*")] if wildcards else []
+        wildcard_hosts = list(self._wildcard_hosts) if wildcards else []
         for host in hosts:
             found |= self._host_fences.get(host, set())
             if not wildcards:
