@@ -26,11 +26,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes import client
 
 from bench.bench_worker import committed
-from bench.harness import worker_env
+from bench.harness import cluster_api, worker_env
 from lazystream.config import load_config
 from lazystream.domain.records import ParseError, parse_record
 from lazystream.domain.render import render
-from lazystream.kube.client import api_client, dynamic_client
+from lazystream.kube.client import dynamic_client
 from lazystream.options import render_options
 from lazystream.testing import ClusterBuilder
 from lazystream.testing.hostile import HostileRecords
@@ -221,7 +221,7 @@ async def run(count: int = 1_000_000, seed: int = 11) -> HostileRun:
     kubeconfig = Path(os.environ["LAZYSTREAM_TEST_KUBECONFIG"])
     run_id = f"hostile-{uuid.uuid4().hex[:8]}"
     result = HostileRun(count)
-    api = api_client(kubeconfig)
+    api = cluster_api(kubeconfig)
     objects, ips, targets = cluster(run_id)
     apply(api, run_id, objects)
     result.allowed_hosts = allowed_hosts(objects, run_id)

@@ -29,8 +29,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes import client
 
 from bench.bench_worker import committed, fill, sidecar_hosts
-from bench.harness import worker_env
-from lazystream.kube.client import api_client, dynamic_client
+from bench.harness import cluster_api, worker_env
+from lazystream.kube.client import dynamic_client
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 
 PARTITIONS = 4
@@ -124,7 +124,7 @@ async def run_size(fences: int, deps: int = 50, timeout: float = 600.0) -> Scale
     bootstrap = os.environ["LAZYSTREAM_TEST_KAFKA_BOOTSTRAP"]
     kubeconfig = Path(os.environ["LAZYSTREAM_TEST_KUBECONFIG"])
     run_id = f"scale-{uuid.uuid4().hex[:8]}"
-    api = api_client(kubeconfig)
+    api = cluster_api(kubeconfig)
     figures = ScaleFigures(fences, deps, fences * deps)
     ips = setup(api, run_id, fences, deps)  # before any worker runs: blocking is harmless here
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

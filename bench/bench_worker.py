@@ -23,8 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from kubernetes import client
 
-from bench.harness import worker_env
-from lazystream.kube.client import api_client, dynamic_client
+from bench.harness import cluster_api, worker_env
+from lazystream.kube.client import dynamic_client
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 
 PARTITIONS = 4
@@ -152,7 +152,7 @@ async def run(count: int = 100_000, samples: int = 30) -> WorkerFigures:
     bootstrap = os.environ["LAZYSTREAM_TEST_KAFKA_BOOTSTRAP"]
     kubeconfig = Path(os.environ["LAZYSTREAM_TEST_KUBECONFIG"])
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
-    api = api_client(kubeconfig)
+    api = cluster_api(kubeconfig)
     ips = setup_cluster(api, run_id, fences=20, targets=samples + 10)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

@@ -15,6 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubernetes import client
+
+from lazystream.kube import crds
+from lazystream.kube.client import api_client
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -81,3 +86,11 @@ def worker_env(
         LAZYSTREAM_FALLBACK_MANAGE="false",  # benchmarks leave cluster-wide objects alone
         **extra,
     )
+
+
+def cluster_api(kubeconfig: Path) -> client.ApiClient:
+    """An API client for the benchmark's cluster, with lazystream's CRDs applied and Established: a
+    benchmark may be the first thing to run against a fresh API server."""
+    api = api_client(kubeconfig)
+    crds.apply_crds(api, crds.load_crds(crds.default_crd_dir()))
+    return api

@@ -14,7 +14,10 @@ resets, explain) is served on ``web.port`` from the start, so probes answer duri
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -388,8 +391,21 @@ class Worker:
 
 
 def run(config: Config, loglevel: str | None = None) -> None:
-    """Run until SIGTERM/SIGINT, logging as ``global.log`` says (``loglevel`` overrides its level)."""
+    """Run until SIGTERM/SIGINT, logging as ``global.log`` says (``loglevel`` overrides its level).
+
+    SIGQUIT writes every thread's stack to stderr, even when the event loop is stuck: what an operator (or a
+    test) needs from a worker that does not stop. (faust's SIGUSR1 logs the asyncio tasks, from the loop.)
+    """
+    faulthandler.register(signal.SIGQUIT, all_threads=True)
     worker = Worker(config)
     options = logs.faust_worker_options(config.global_.log, loglevel)
     worker.app.conf.loghandlers = options.pop("loghandlers")  # faust.Worker takes them from the app
-    faust.Worker(worker.app, quiet=True, **options).execute_from_commandline()
+    _FaustWorker(worker.app, quiet=True, **options).execute_from_commandline()
+
+
+class _FaustWorker(faust.Worker):
+    """faust's worker, without its SIGUSR2 handler: that one starts pdb, which would leave a production
+    worker waiting on a debugger prompt; here SIGUSR2 dumps the thread stacks as SIGQUIT does."""
+
+    def _on_sigusr2(self) -> None:
+        faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)

@@ -4,6 +4,7 @@ start-up, learning, writes and shutdown, never writes the token (nor an Authoriz
 from __future__ import annotations
 
 import base64
+import signal
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,13 @@ async def test_the_token_never_reaches_the_log(
             return sidecar is not None and any("details" in h for h in sidecar["spec"]["egress"][0]["hosts"])
 
         wait_for(learned, "the learned Sidecar", worker=worker)
+        # the operator's stack dump (SIGQUIT) goes to the same log: it must not carry the token either
+        worker.proc.send_signal(signal.SIGQUIT)
+        worker.wait_for_output("Current thread", timeout=10)
+        assert "lazystream/kube/informers.py" in worker.output()  # every thread's stack, the watches too
+        # SIGUSR2 dumps them too (faust's own handler would start pdb and leave the worker at its prompt)
+        worker.proc.send_signal(signal.SIGUSR2)
+        worker.wait_until(lambda: worker.output().count("Current thread") == 2, "a second dump", timeout=10)
     finally:
         code = worker.stop()
     log = worker.output()
