@@ -408,4 +408,4 @@ class _FaustWorker(faust.Worker):
     worker waiting on a debugger prompt; here SIGUSR2 dumps the thread stacks as SIGQUIT does."""
 
     def _on_sigusr2(self) -> None:
-        faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+        faulthandler.dump_traceback(file=sys.__stderr__ or 2, all_threads=True)
