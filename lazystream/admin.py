@@ -139,6 +139,10 @@ async def _reset(hooks: AdminHooks, fences: list[ObjectKey]) -> web.Response:
     return _json({"reset": done}, 202)
 
 
+SHUTDOWN_TIMEOUT_S = 2.0
+"""How long a stopping admin server waits for requests in flight."""
+
+
 class AdminServer:
     """Runs the admin app on ``host:port`` (port 0: any free port, see :attr:`port`)."""
 
@@ -155,7 +159,9 @@ class AdminServer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None)
+        # aiohttp waits up to 60 s for requests in flight at cleanup; a stopping worker must not (its
+        # sink has drained by then, and a scrape or probe can be retried against the next worker)
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.requested_port)
         try:
