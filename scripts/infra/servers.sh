@@ -6,7 +6,8 @@
 #   down    stop them; no process is left behind
 #   status  show which are running
 #   env     print the `export` lines that tests and the demo read (LAZYSTREAM_TEST_*)
-# Ports: KAFKA_PORT, KAFKA_SECURE_PORT, KAFKA_CONTROLLER_PORT, K8S_PORT, ETCD_PORT, PROM_PORT. Cache: LAZYSTREAM_INFRA_CACHE.
+# Ports: KAFKA_PORT, KAFKA_SECURE_PORT, KAFKA_CONTROLLER_PORT, K8S_PORT, ETCD_PORT, PROM_PORT.
+# Cache: LAZYSTREAM_INFRA_CACHE.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/versions.env"
