@@ -8,9 +8,9 @@ testing kit — gets its TLS and SASL settings from :func:`client_security`, so 
 aiokafka clients take :meth:`ClientSecurity.aiokafka_kwargs` (or :func:`client_kwargs`, with the brokers).
 
 A client that the brokers refuse (a wrong password, an untrusted certificate) does not say why: aiokafka
-logs the reason and raises "Unable to bootstrap". :func:`check_access` connects once as the clients will and
-raises :class:`KafkaAccessError` with the reason and the settings to look at, so a worker or a command fails
-at start with a clear message instead of retrying for ever.
+logs the reason on a line of its own and raises "Unable to bootstrap", and faust's worker stops on that with
+a traceback. :func:`check_access` connects once as the clients will and raises :class:`KafkaAccessError` with
+the reason and the settings to look at, so a worker or a command fails at start with one clear message.
 """
 
 from __future__ import annotations
@@ -202,8 +202,8 @@ async def check_access(settings: KafkaSettings, timeout: float = PROBE_TIMEOUT_S
 
     Raises :class:`KafkaAccessError` when a broker refuses the client (TLS or SASL), and
     :class:`~lazystream.config.ConfigError` when a file of ``kafka.security`` cannot be used. Returns the
-    problems of the brokers it could not reach when none answered (an outage: the clients retry), else an
-    empty list.
+    problems of the brokers it could not reach when none answered (an outage, not a matter of settings),
+    else an empty list.
     """
     kwargs = client_security(settings).aiokafka_kwargs()
     problems: list[str] = []

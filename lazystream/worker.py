@@ -393,9 +393,9 @@ class Worker:
 
 def check_kafka_access(config: Config) -> None:
     """With TLS or SASL (``kafka.security``), connect once before anything starts: brokers that refuse the
-    handshake or the credentials raise :class:`~lazystream.kafka_security.KafkaAccessError` saying why, where
-    faust's clients would retry for ever with aiokafka's "Unable to bootstrap". Brokers that are down are only
-    logged: the clients wait for them, as without security."""
+    handshake or the credentials raise :class:`~lazystream.kafka_security.KafkaAccessError` saying why and
+    which settings to check, where faust would stop with a traceback of aiokafka's "Unable to bootstrap".
+    Brokers that cannot be reached are only logged, and left to faust's clients as without security."""
     if config.kafka.security.protocol == "PLAINTEXT":
         return
     loop = asyncio.new_event_loop()  # not the current loop: faust's worker sets up its own
