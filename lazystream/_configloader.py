@@ -59,9 +59,16 @@ class ConfigWarning(UserWarning):
 # --- schema ------------------------------------------------------------------------------------------------
 
 
-def meta(*, key: str | None = None, empty_is_default: bool = False, deprecated: str = "") -> dict[str, Any]:
-    """Field metadata: the YAML key when it is not the camelCase of the attribute, and loading hints."""
-    return {"key": key, "empty_is_default": empty_is_default, "deprecated": deprecated}
+REDACTED = "<redacted>"
+"""What :func:`encode` shows instead of a secret's value."""
+
+
+def meta(
+    *, key: str | None = None, empty_is_default: bool = False, deprecated: str = "", secret: bool = False
+) -> dict[str, Any]:
+    """Field metadata: the YAML key when it is not the camelCase of the attribute, loading hints, and
+    whether the value is a secret (never shown: :func:`encode` redacts it)."""
+    return {"key": key, "empty_is_default": empty_is_default, "deprecated": deprecated, "secret": secret}
 
 
 def yaml_key(f: dataclasses.Field[Any]) -> str:
@@ -86,16 +93,22 @@ def fail(key: str, reason: str) -> NoReturn:
     raise ConfigError(key, reason)
 
 
-def encode(value: Any) -> Any:
-    """A dataclass (and what it holds) in its YAML form: camelCase keys, lists, strings for paths."""
+def encode(value: Any, *, redact: bool = True) -> Any:
+    """A dataclass (and what it holds) in its YAML form: camelCase keys, lists, strings for paths. Secret
+    fields that are set read :data:`REDACTED` unless ``redact`` is false."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {yaml_key(f): encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        out = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            secret = redact and f.metadata.get("secret") and item
+            out[yaml_key(f)] = REDACTED if secret else encode(item, redact=redact)
+        return out
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, Mapping):
-        return {str(k): encode(v) for k, v in value.items()}
+        return {str(k): encode(v, redact=redact) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [encode(v) for v in value]
+        return [encode(v, redact=redact) for v in value]
     return value
 
 

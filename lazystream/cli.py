@@ -113,12 +113,18 @@ def worker(
     access topic into its RocksDB table (via the edges topic, keyed by fence), watches the cluster, and
     keeps each fence's status and Sidecar in the API server in step. It logs its counters every 5 s.
     """
+    from lazystream.kafka_security import KafkaAccessError
     from lazystream.worker import run as run_worker
 
     config = load(
         config_file, {"kafka.bootstrap": kafka_bootstrap, "tables.dataDir": data_dir, "web.port": web_port}
     )
-    run_worker(config, loglevel)
+    try:
+        run_worker(config, loglevel)
+    except ConfigError as exc:  # a kafka.security file, read when the clients are built
+        raise click.UsageError(str(exc)) from exc
+    except KafkaAccessError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command("global-sidecar")

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from lazystream.cli import config_option, kubeconfig_option, load, main, print_table
-from lazystream.config import Config
+from lazystream.config import Config, ConfigError
 from lazystream.domain.messages import TopicKind, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,13 +34,16 @@ def bootstrap_option(func: F) -> F:
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``; an :class:`~lazystream.ops.kafka.OpsError` becomes a clean command error."""
+    """Run ``coro``; an :class:`~lazystream.ops.kafka.OpsError` becomes a clean command error, and so does a
+    ``kafka.security`` file that cannot be used (a configuration error, found when the clients are built)."""
     from lazystream.ops.kafka import OpsError
 
     try:
         return asyncio.run(coro)
     except OpsError as exc:
         raise click.ClickException(str(exc)) from exc
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def _config(config_file: Path | None, kafka_bootstrap: str | None) -> Config:

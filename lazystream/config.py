@@ -86,6 +86,7 @@ __all__ = [
     "GeneralSettings",
     "GlobalSettings",
     "GlobalSidecarSettings",
+    "KafkaSecuritySettings",
     "KafkaSettings",
     "KubeSettings",
     "LabelSelector",
@@ -123,6 +124,8 @@ SLIME_MISC_DEFAULTS: Mapping[str, str] = {
 GlobalSidecarMode = Literal["cluster", "namespace"]
 MetricSourceType = Literal["accesslog", "prometheus"]
 PartitionKey = Literal["fence", "namespace"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
 LogFormat = Literal["text", "json"]
 HandlerType = Literal["Value", "Group"]
 SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
@@ -606,6 +609,74 @@ class MetricSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class KafkaSecuritySettings:
+    """How every Kafka client of lazystream (the worker's faust app and ingest stage, the operations commands)
+    connects: TLS and SASL, as Kafka's ``security.protocol``. One set for all brokers of ``kafka.bootstrap``.
+
+    The files are read when a client is built (at the start of the worker or a command), not when the
+    configuration is loaded: ``lazystream render`` and ``config show`` work without them, and a rotated
+    password file is read again at the next start. A file that is missing or unreadable then fails the
+    start, naming its setting. ``lazystream config show`` prints the password as ``<redacted>``.
+    """
+
+    protocol: SecurityProtocol = "PLAINTEXT"
+    """``PLAINTEXT`` (the default), ``SSL`` (TLS), ``SASL_PLAINTEXT`` (SASL without TLS: the password
+    crosses the network in the clear with ``PLAIN``) or ``SASL_SSL`` (SASL over TLS)."""
+
+    ca_file: Path | None = None
+    """PEM file of the CA certificates that sign the brokers' certificates (TLS protocols). Unset: the
+    system's trusted CAs."""
+
+    cert_file: Path | None = None
+    """PEM client certificate (chain) for brokers that authenticate clients by certificate (TLS protocols).
+    Unset: no client certificate."""
+
+    key_file: Path | None = None
+    """PEM private key (unencrypted) of ``certFile``; unset when ``certFile`` holds the key as well."""
+
+    check_hostname: bool = True
+    """Check that a broker's certificate names the host it was reached at (TLS protocols). Turn off only for
+    brokers whose certificates lack the names clients use."""
+
+    sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    """SASL mechanism (SASL protocols): ``SCRAM-SHA-512`` (the default), ``SCRAM-SHA-256`` or ``PLAIN``."""
+
+    username: str = ""
+    """SASL user name. Required with the SASL protocols."""
+
+    password: str = field(default="", repr=False, metadata=meta(secret=True))
+    """SASL password. Better given as ``LAZYSTREAM_KAFKA_SECURITY_PASSWORD`` (a Kubernetes Secret mounted
+    as an environment variable) or in ``passwordFile`` than written in the configuration file; when set it
+    wins over ``passwordFile``. Never printed."""
+
+    password_file: Path | None = None
+    """File holding the SASL password (a mounted Secret); one trailing newline is ignored. With the SASL
+    protocols, this or ``password`` is required."""
+
+    def __post_init__(self) -> None:
+        if self.sasl:
+            if not self.username:
+                fail("username", f"is required with protocol {self.protocol}")
+            if not self.password and self.password_file is None:
+                fail(
+                    "passwordFile",
+                    f"a password (password or passwordFile) is required with protocol {self.protocol}",
+                )
+        if self.key_file is not None and self.cert_file is None:
+            fail("certFile", "is required with keyFile (the key is of a client certificate)")
+
+    @property
+    def sasl(self) -> bool:
+        """Whether clients authenticate with SASL."""
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def tls(self) -> bool:
+        """Whether connections use TLS."""
+        return self.protocol in ("SSL", "SASL_SSL")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class KafkaSettings:
     """The Kafka cluster and the faust application."""
 
@@ -616,6 +687,9 @@ class KafkaSettings:
     app_id: str = "lazystream"
     """faust application id: the consumer group, and the prefix of the tables' changelog topics. Workers of
     one deployment share it; changing it starts from empty state."""
+
+    security: KafkaSecuritySettings = field(default_factory=KafkaSecuritySettings)
+    """TLS and SASL of every Kafka client (``kafka.security.*``, ``LAZYSTREAM_KAFKA_SECURITY_<FIELD>``)."""
 
     def __post_init__(self) -> None:
         servers = self.bootstrap.split(",")
@@ -1089,12 +1163,13 @@ class Config:
             return frozenset(self.general.namespace)
         return frozenset({self.general.cluster_gs_namespace})
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
         """The configuration in its YAML form (a bare module body, camelCase keys), every setting included.
 
-        Loading it again gives an equal :class:`Config`.
+        Secrets (``kafka.security.password``) that are set read ``<redacted>`` unless ``secrets`` is true.
+        Loading the dict again gives an equal :class:`Config` (with ``secrets=True`` when one is set).
         """
-        return typing.cast(dict[str, Any], encode(self))
+        return typing.cast(dict[str, Any], encode(self, redact=not secrets))
 
 
 # --- the loader --------------------------------------------------------------------------------------------
@@ -1307,3 +1382,24 @@ def _advise(config: Config, src: Sources) -> None:
     for i, dispatch in enumerate(general.dispatches):
         if dispatch.domain_regex and dispatch.domains:
             src.warn(f"general.dispatches[{i}].domains", "ignored: the rule has a domainRegex (as in Slime)")
+    _advise_kafka_security(config.kafka.security, src)
+
+
+def _advise_kafka_security(security: KafkaSecuritySettings, src: Sources) -> None:
+    prefix = "kafka.security."
+    if not security.sasl:
+        for key, value in (("username", security.username), ("password", security.password)):
+            if value:
+                src.warn(prefix + key, f"has no effect with protocol {security.protocol} (no SASL)")
+        if security.password_file is not None:
+            src.warn(prefix + "passwordFile", f"has no effect with protocol {security.protocol} (no SASL)")
+    elif security.password and security.password_file is not None:
+        src.warn(prefix + "passwordFile", "ignored: password is set as well, and wins")
+    if not security.tls:
+        for key, path in (
+            ("caFile", security.ca_file),
+            ("certFile", security.cert_file),
+            ("keyFile", security.key_file),
+        ):
+            if path is not None:
+                src.warn(prefix + key, f"has no effect with protocol {security.protocol} (no TLS)")

@@ -29,6 +29,7 @@ from lazystream.config import Config
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import learned_from_metric_status
+from lazystream.kafka_security import check_access
 from lazystream.kube.autofencer import AutoFencer
 from lazystream.kube.client import api_client
 from lazystream.kube.fallback import FallbackKeeper
@@ -390,13 +391,33 @@ class Worker:
         return ", ".join(parts) or "idle"
 
 
+def check_kafka_access(config: Config) -> None:
+    """With TLS or SASL (``kafka.security``), connect once before anything starts: brokers that refuse the
+    handshake or the credentials raise :class:`~lazystream.kafka_security.KafkaAccessError` saying why and
+    which settings to check, where faust would stop with a traceback of aiokafka's "Unable to bootstrap".
+    Brokers that cannot be reached are only logged, and left to faust's clients as without security."""
+    if config.kafka.security.protocol == "PLAINTEXT":
+        return
+    loop = asyncio.new_event_loop()  # not the current loop: faust's worker sets up its own
+    try:
+        problems = loop.run_until_complete(check_access(config.kafka))
+    finally:
+        loop.close()
+    if problems:
+        log.warning("Kafka is not reachable yet (%s); the clients keep trying", "; ".join(problems))
+
+
 def run(config: Config, loglevel: str | None = None) -> None:
     """Run until SIGTERM/SIGINT, logging as ``global.log`` says (``loglevel`` overrides its level).
 
     SIGQUIT writes every thread's stack to stderr, even when the event loop is stuck: what an operator (or a
     test) needs from a worker that does not stop. (faust's SIGUSR1 logs the asyncio tasks, from the loop.)
+
+    Raises :class:`~lazystream.kafka_security.KafkaAccessError` when the brokers refuse the worker's TLS or
+    SASL settings, and :class:`~lazystream.config.ConfigError` when a ``kafka.security`` file is unusable.
     """
     faulthandler.register(signal.SIGQUIT, all_threads=True)
+    check_kafka_access(config)
     worker = Worker(config)
     options = logs.faust_worker_options(config.global_.log, loglevel)
     worker.app.conf.loghandlers = options.pop("loghandlers")  # faust.Worker takes them from the app

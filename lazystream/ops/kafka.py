@@ -8,29 +8,55 @@ group has no members — and :func:`require_no_members` refuses before that, wit
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    KafkaConnectionError,
+)
 from aiokafka.protocol.group import MemberAssignment
 
 from lazystream.config import Config
+from lazystream.kafka_security import KafkaAccessError, check_access, client_kwargs
 
 REQUEST_TIMEOUT_MS = 30_000
+COORDINATOR_WAIT_S = 20.0
+"""How long a group lookup waits for a coordinator (a new broker's offsets topic being created)."""
 
 
 class OpsError(Exception):
     """An operation that cannot go ahead; the message says why and what to do."""
 
 
+async def start_client(client: Any, config: Config) -> None:
+    """Start an aiokafka client; when it cannot connect, :class:`OpsError` says why (aiokafka only says
+    "Unable to bootstrap"): a broker refusing the TLS handshake or the SASL credentials, or none reachable."""
+    try:
+        await client.start()
+    except KafkaConnectionError as exc:
+        with contextlib.suppress(Exception):  # release what the half-started client holds
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        try:
+            problems = await check_access(config.kafka)
+        except KafkaAccessError as refused:
+            raise OpsError(str(refused)) from exc
+        where = config.kafka.bootstrap
+        raise OpsError(f"cannot connect to Kafka at {where}: {'; '.join(problems) or exc}") from exc
+
+
 @asynccontextmanager
 async def admin_client(config: Config) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=list(config.kafka.servers), request_timeout_ms=REQUEST_TIMEOUT_MS
-    )
-    await admin.start()
+    admin = AIOKafkaAdminClient(**client_kwargs(config.kafka), request_timeout_ms=REQUEST_TIMEOUT_MS)
+    await start_client(admin, config)
     try:
         yield admin
     finally:
@@ -41,13 +67,13 @@ async def admin_client(config: Config) -> AsyncIterator[AIOKafkaAdminClient]:
 async def reader(config: Config) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer outside any group (no group id, no commits): assign partitions to it explicitly."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=list(config.kafka.servers),
+        **client_kwargs(config.kafka),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         request_timeout_ms=REQUEST_TIMEOUT_MS,
     )
-    await consumer.start()
+    await start_client(consumer, config)
     try:
         yield consumer
     finally:
@@ -124,7 +150,16 @@ def _assignment(data: bytes) -> dict[str, list[int]]:
 
 
 async def describe_group(admin: AIOKafkaAdminClient, group: str) -> GroupState:
-    responses = await admin.describe_consumer_groups([group])
+    deadline = time.monotonic() + COORDINATOR_WAIT_S
+    while True:
+        try:
+            responses = await admin.describe_consumer_groups([group])
+            break
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            # a new broker creates its offsets topic on the first coordinator lookup: a moment's wait
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
     for response in responses:
         for entry in response.groups:
             error_code, group_id, state, _protocol_type, _protocol, members = entry[:6]
@@ -181,12 +216,12 @@ async def commit_group_offsets(config: Config, group: str, offsets: Mapping[Topi
     if not offsets:
         return
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=list(config.kafka.servers),
+        **client_kwargs(config.kafka),
         group_id=group,
         enable_auto_commit=False,
         request_timeout_ms=REQUEST_TIMEOUT_MS,
     )
-    await consumer.start()
+    await start_client(consumer, config)
     try:
         consumer.assign(list(offsets))
         await consumer.commit(dict(offsets))

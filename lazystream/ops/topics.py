@@ -36,6 +36,7 @@ from lazystream.config import Config
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.messages import TopicKind
+from lazystream.kafka_security import client_kwargs
 from lazystream.ops import kafka
 
 TOPIC_ALREADY_EXISTS = 36
@@ -372,8 +373,8 @@ async def scale(config: Config, partitions: int, *, dry_run: bool, progress: Pro
 async def _send_restores(
     config: Config, partitions: int, fences: dict[ObjectKey, learned.LearnedState]
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=list(config.kafka.servers), acks="all")
-    await producer.start()
+    producer = AIOKafkaProducer(**client_kwargs(config.kafka), acks="all")
+    await kafka.start_client(producer, config)
     try:
         deadline = time.monotonic() + 60
         while len(await producer.partitions_for(config.topics.edges)) < partitions:

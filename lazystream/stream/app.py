@@ -22,6 +22,7 @@ from faust.types import TP
 from lazystream.config import Config
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
+from lazystream.kafka_security import client_security
 from lazystream.options import resolve_options
 from lazystream.stream.ingest import AccessIngest
 from lazystream.stream.partitioning import edge_partitioner
@@ -45,6 +46,8 @@ def create_app(config: Config) -> faust.App:
     return faust.App(
         config.kafka.app_id,
         broker=config.kafka.broker_url,
+        # TLS and SASL (kafka.security): faust hands them to its consumer and producer alike
+        broker_credentials=client_security(config.kafka).faust_credentials(),
         store="rocksdb://",
         datadir=str(config.tables.data_dir),
         key_serializer="raw",

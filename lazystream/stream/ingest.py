@@ -26,6 +26,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from lazystream.config import Config
+from lazystream.kafka_security import client_kwargs
 from lazystream.stream.pipeline import ClusterView, DeadLetter, Ingest
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,10 @@ class AccessIngest:
     async def run(self) -> None:
         """Consume until cancelled; the consumer leaves its group on the way out (a quick rebalance)."""
         kafka, topics = self.config.kafka, self.config.topics
+        connection = client_kwargs(kafka)  # the brokers, TLS and SASL
         consumer = AIOKafkaConsumer(
             topics.access,
-            bootstrap_servers=list(kafka.servers),
+            **connection,
             group_id=kafka.ingest_group,
             client_id=f"{kafka.app_id}-ingest",
             enable_auto_commit=False,
@@ -86,7 +88,7 @@ class AccessIngest:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         producer = AIOKafkaProducer(
-            bootstrap_servers=list(kafka.servers),
+            **connection,
             client_id=f"{kafka.app_id}-ingest",
             acks="all",
             linger_ms=5,

@@ -26,6 +26,9 @@ import msgpack
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from lazystream.config import KafkaSecuritySettings
+from lazystream.kafka_security import client_security
+
 log = logging.getLogger(__name__)
 
 KEY_FIELD = "kafka_key"
@@ -102,10 +105,20 @@ def entries(message: Any) -> tuple[str, list[tuple[float, dict[str, Any]]], dict
 
 class ForwardToKafka:
     """Listens for fluent-logger on ``host:port`` (0: a free port, see :attr:`port`) and produces to
-    ``topic``. ``received`` counts records in, ``produced`` records acknowledged by Kafka."""
+    ``topic``, over TLS and SASL when ``security`` says so (as ``out_kafka``'s ``rdkafka.security.protocol``
+    and friends would). ``received`` counts records in, ``produced`` records acknowledged by Kafka."""
 
-    def __init__(self, bootstrap: str, topic: str, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        security: KafkaSecuritySettings | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
+        self.security = security or KafkaSecuritySettings()
         self.topic = topic
         self.host = host
         self.port = port
@@ -118,7 +131,11 @@ class ForwardToKafka:
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", compression_type="gzip", linger_ms=50
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            compression_type="gzip",
+            linger_ms=50,
+            **client_security(self.security).aiokafka_kwargs(),
         )
         await self._producer.start()
         self._server = await asyncio.start_server(self._serve, self.host, self.port)

@@ -6,7 +6,8 @@
 #   down    stop them; no process is left behind
 #   status  show which are running
 #   env     print the `export` lines that tests and the demo read (LAZYSTREAM_TEST_*)
-# Ports: KAFKA_PORT, KAFKA_CONTROLLER_PORT, K8S_PORT, ETCD_PORT, PROM_PORT. Cache: LAZYSTREAM_INFRA_CACHE.
+# Ports: KAFKA_PORT, KAFKA_SECURE_PORT, KAFKA_CONTROLLER_PORT, K8S_PORT, ETCD_PORT, PROM_PORT.
+# Cache: LAZYSTREAM_INFRA_CACHE.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/versions.env"
@@ -25,6 +26,16 @@ script() {
 
 env_lines() {
   echo "export LAZYSTREAM_TEST_KAFKA_BOOTSTRAP=127.0.0.1:${KAFKA_PORT:-19092}"
+  # The broker's SASL_SSL listener (TLS + SCRAM), once kafka.sh has made its certificates and SCRAM user.
+  local secrets=$INFRA_RUN/kafka-secrets
+  if [ -f "$secrets/.complete" ]; then
+    echo "export LAZYSTREAM_TEST_KAFKA_SECURE_BOOTSTRAP=127.0.0.1:${KAFKA_SECURE_PORT:-19095}"
+    echo "export LAZYSTREAM_TEST_KAFKA_CA_FILE=$secrets/ca.crt"
+    echo "export LAZYSTREAM_TEST_KAFKA_SASL_USERNAME=lazystream"
+    echo "export LAZYSTREAM_TEST_KAFKA_SASL_PASSWORD_FILE=$secrets/scram.password"
+    echo "export LAZYSTREAM_TEST_KAFKA_CLIENT_CERT_FILE=$secrets/client.crt"
+    echo "export LAZYSTREAM_TEST_KAFKA_CLIENT_KEY_FILE=$secrets/client.key"
+  fi
   echo "export LAZYSTREAM_TEST_KUBECONFIG=$INFRA_RUN/k8s/kubeconfig"
   echo "export LAZYSTREAM_TEST_KUBE_AUDIT_LOG=$INFRA_RUN/k8s/logs/audit.log"
   echo "export LAZYSTREAM_TEST_K8S_VERSION=$K8S_VERSION"

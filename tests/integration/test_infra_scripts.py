@@ -63,7 +63,7 @@ def local_scripts() -> None:
 @pytest.mark.parametrize(
     ("server", "port_vars"),
     [
-        ("kafka", ["KAFKA_PORT", "KAFKA_CONTROLLER_PORT"]),
+        ("kafka", ["KAFKA_PORT", "KAFKA_SECURE_PORT", "KAFKA_CONTROLLER_PORT"]),
         ("k8s", ["K8S_PORT", "ETCD_PORT"]),
         ("prometheus", ["PROM_PORT"]),
     ],
@@ -78,11 +78,20 @@ def test_server_restarts_on_other_ports_and_stops_cleanly(
     env.update({var: str(port) for var, port in zip(port_vars, ports, strict=False)})
     servers = [str(INFRA / "servers.sh")]
     main_port = ports[0]
+    made: list[tuple[bytes, bytes]] = []
 
     for round_ in range(2):  # start, start again (no-op), stop; then the same once more: a restart
         started = script([*servers, "up", server], env)
         assert started.returncode == 0, started.stderr
         assert listening(main_port)
+        if server == "kafka":  # the SASL_SSL listener, its CA and SCRAM password kept across restarts
+            assert listening(ports[1])
+            secrets = tmp_path / "run" / "kafka-secrets"
+            made.append(((secrets / "ca.crt").read_bytes(), (secrets / "scram.password").read_bytes()))
+            assert made[0] == made[-1]
+            shown = script([*servers, "env"], env).stdout
+            assert f"LAZYSTREAM_TEST_KAFKA_SECURE_BOOTSTRAP=127.0.0.1:{ports[1]}" in shown
+            assert f"LAZYSTREAM_TEST_KAFKA_SASL_PASSWORD_FILE={secrets}/scram.password" in shown
         pids = {p.name: p.read_text() for p in (tmp_path / "run").rglob("*.pid")}
         again = script([*servers, "up", server], env)
         assert again.returncode == 0, again.stderr
@@ -93,6 +102,7 @@ def test_server_restarts_on_other_ports_and_stops_cleanly(
         stopped = script([*servers, "down", server], env)
         assert stopped.returncode == 0, stopped.stderr
         assert not listening(main_port), f"round {round_}: port {main_port} still open after stop"
+        assert not any(listening(port) for port in ports[: len(port_vars)])
         assert processes_under(tmp_path / "run") == []
         assert script([*servers, "status", server], env).returncode == 1
 

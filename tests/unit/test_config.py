@@ -1145,7 +1145,21 @@ def test_config_show_prints_the_effective_config(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     shown = yaml.safe_load(result.stdout)
     assert shown["general"]["autoFence"] is True
-    assert shown["kafka"] == {"bootstrap": "k1:9092,k2:9092", "appId": "lazystream"}
+    assert shown["kafka"] == {
+        "bootstrap": "k1:9092,k2:9092",
+        "appId": "lazystream",
+        "security": {
+            "protocol": "PLAINTEXT",
+            "caFile": None,
+            "certFile": None,
+            "keyFile": None,
+            "checkHostname": True,
+            "saslMechanism": "SCRAM-SHA-512",
+            "username": "",
+            "password": "",
+            "passwordFile": None,
+        },
+    }
     assert shown["global"]["misc"] == MISC_DEFAULTS
     assert "web:\n  host: 127.0.0.1\n  port: 7000\n" in result.stdout
     assert (
