@@ -190,6 +190,8 @@ class ClusterView(Protocol):
     state: ClusterState
     fences: dict[ObjectKey, dict[str, Any]]
 
+    def fence(self, key: ObjectKey) -> dict[str, Any] | None: ...
+
     def reading(self) -> AbstractContextManager[Any]: ...
 
 
@@ -221,7 +223,7 @@ def cache_explainer(
         state = learned_state(key)
         rejected = rejections_for(key, recent_rejections())
         with cache.reading():
-            obj = cache.fences.get(key)
+            obj = cache.fence(key)
             if obj is None:
                 return None
             return explain_fence(fence_from_object(obj), state, cache.state, options, clock(), rejected)

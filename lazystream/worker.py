@@ -237,7 +237,7 @@ class Worker:
         if not self.in_scope(key) or not self.stream.owns(key):
             return None
         with self.cache.reading():
-            fence = self.cache.fences.get(key)
+            fence = self.cache.fence(key)
             if fence is None:
                 self.computer.forget(key)
                 self.cache.forget_fence(key)
@@ -296,8 +296,13 @@ class Worker:
             return 0
         with self.cache.reading():
             fences = [
-                (k, learned_from_metric_status((f.get("status") or {}).get("metricStatus")))
-                for k, f in self.cache.fences.items()
+                (
+                    k,
+                    learned_from_metric_status(
+                        ((self.cache.fence(k) or {}).get("status") or {}).get("metricStatus")
+                    ),
+                )
+                for k in self.cache.fences
             ]
         count = 0
         for key, hosts in fences:

@@ -21,7 +21,8 @@ API::
     with cache.reading() as state:    # the lock; hold it briefly around reads of state/fences/sidecars
         state.services_for_ip(ip)
     cache.state                       # the domain ClusterState
-    cache.fences                      # ObjectKey -> reduced ServiceFence (Kubernetes JSON)
+    cache.fences                      # ObjectKey -> reduced ServiceFence (Kubernetes JSON) without status
+    cache.fence(key)                  # the reduced ServiceFence with its status, or None
     cache.sidecars                    # ObjectKey -> reduced Sidecar (Kubernetes JSON)
     cache.set_fence_hosts(key, hosts) # the sink: every host of the fence's last computed status.domains
     cache.forget_fence(key)
@@ -241,6 +242,10 @@ class ClusterCache:
         self.crd_retry_seconds = crd_retry_seconds
         self.state = ClusterState(cluster_domain)
         self.fences: dict[ObjectKey, dict[str, Any]] = {}
+        """Reduced ServiceFences without ``status`` (see :meth:`fence`)."""
+        self._fence_statuses: dict[ObjectKey, bytes] = {}
+        """Each fence's ``status`` as canonical JSON: a learned fence's status lists every host twice
+        (``domains``, ``metricStatus``) and took about 24 KB per fence as Python objects, 5 KB as bytes."""
         self.sidecars: dict[ObjectKey, dict[str, Any]] = {}
         self.events_total: Counter[str] = Counter()
         self.errors_total: Counter[str] = Counter()
@@ -628,6 +633,7 @@ class ClusterCache:
         self.events_total[f"{kind}/DELETED"] += 1
         if kind == "ServiceFence":
             self.fences.pop(key, None)
+            self._fence_statuses.pop(key, None)
             self._set_fence_spec(key, None)
             self._unindex_fence(key)
             self.state.delete(kind, key.namespace, key.name)
@@ -637,11 +643,26 @@ class ClusterCache:
             return self._sidecar_fence(key, old) if old is not None else set()
         return self._change_state(kind, key, None)
 
+    def fence(self, key: ObjectKey) -> dict[str, Any] | None:
+        """The reduced ServiceFence with its status (call under :meth:`reading`), or None."""
+        reduced = self.fences.get(key)
+        if reduced is None:
+            return None
+        status = self._fence_statuses.get(key)
+        return reduced if status is None else {**reduced, "status": orjson.loads(status)}
+
     def _upsert_fence(self, key: ObjectKey, obj: dict[str, Any]) -> set[ObjectKey]:
         reduced = reduce_fence(obj)
+        status = reduced.pop("status", None)
+        compact = None if status is None else orjson.dumps(status, option=orjson.OPT_SORT_KEYS)
         old = self.fences.get(key)
+        old_status = self._fence_statuses.get(key)
         self.fences[key] = reduced
-        if old is not None and _without_version(old) == _without_version(reduced):
+        if compact is None:
+            self._fence_statuses.pop(key, None)
+        else:
+            self._fence_statuses[key] = compact
+        if old is not None and old_status == compact and _without_version(old) == _without_version(reduced):
             return set()
         self.state.apply(reduced)
         try:

@@ -22,6 +22,7 @@ This module is plain asyncio; it does not know about faust (the stream layer cal
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
@@ -244,7 +245,8 @@ class FenceSink:
         self._not_before: dict[ObjectKey, float] = {}
         """Loop time before which a fence's next write may not start (end of its interval, or retry-later)."""
         self._last_applied: dict[tuple[ObjectKey, Kind], bytes] = {}
-        """Canonical JSON of what this sink last applied successfully, per fence and kind."""
+        """Digest of the canonical JSON this sink last applied successfully, per fence and kind (a digest:
+        the documents of 10k fences with 50 hosts each would hold about 100 MB)."""
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -447,7 +449,7 @@ class FenceSink:
 
         ``observed_matches``: True/False when the watch cache saw the server's copy equal/different, None
         when nothing was observed (then this sink's own last-applied content decides)."""
-        wanted = canonical(content)
+        wanted = hashlib.blake2b(canonical(content), digest_size=16).digest()
         if observed_matches is True or (
             observed_matches is None and self._last_applied.get((key, kind)) == wanted
         ):

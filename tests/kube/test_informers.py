@@ -179,7 +179,7 @@ def test_initial_sync_fills_the_cluster_state_and_the_reduced_objects(
         assert state.services[key].labels == {"tier": "backend"}
         assert namespace in state.namespaces
         assert not state.fences[key].enabled
-        fence = cache.fences[key]
+        fence = cache.fence(key)
         sidecar = cache.sidecars[key]
     # only what is read: no managedFields, annotations or creationTimestamp
     fence_fields = {"apiVersion", "kind", "metadata", "spec"}

@@ -42,6 +42,9 @@ class View:
     def reading(self) -> contextlib.AbstractContextManager[Any]:
         return self.lock
 
+    def fence(self, key: ObjectKey) -> dict[str, Any] | None:
+        return self.fences.get(key)
+
 
 def view() -> View:
     builder = ClusterBuilder()
