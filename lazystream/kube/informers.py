@@ -472,9 +472,13 @@ class ClusterCache:
 
     def _list(self, worker: _KindWorker) -> str | None:
         """List every object (paged), reconcile the cache with the list; the list's resourceVersion, or
-        None when the kind's CRD is not served."""
+        None when the kind's CRD is not served.
+
+        Each page is applied as it arrives and then dropped: a cluster's full list of learned fences, as
+        parsed JSON, was hundreds of MB at the peak, which the process kept as RSS afterwards."""
         info = worker.info
-        items: list[dict[str, Any]] = []
+        seen: set[ObjectKey] = set()
+        affected: set[ObjectKey] = set()
         meta: dict[str, Any] = {}
         token: str | None = None
         while True:
@@ -490,22 +494,23 @@ class ClusterCache:
                     self._absent(worker)
                     return None
                 if exc.status == HTTP_GONE and token is not None:  # continue token expired: start over
-                    items, token = [], None
+                    seen, token = set(), None
                     continue
                 raise
             try:
                 body = orjson.loads(response.data)
             finally:
                 response.release_conn()
-            items.extend(body.get("items") or [])
+            affected |= self._apply_page(info.kind, body.get("items") or [], seen)
             meta = body.get("metadata") or {}
+            del body
             token = meta.get("continue") or None
             if token is None:
                 break
         if worker.absent:
             log.info("%s is served now", info.kind)
             worker.absent = False
-        self._reconcile(worker, items, f"{info.kind} list")
+        self._finish_list(worker, seen, affected, f"{info.kind} list")
         version = meta.get("resourceVersion")
         return str(version) if version else None
 
@@ -519,7 +524,7 @@ class ClusterCache:
                 self.crd_retry_seconds,
             )
             worker.absent = True
-        self._reconcile(worker, [], f"{worker.info.kind} absent")
+        self._finish_list(worker, set(), set(), f"{worker.info.kind} absent")
 
     def _watch(self, worker: _KindWorker, version: str, next_resync: float) -> str:
         """Watch from ``version`` until the server's timeout, the next resync, an interruption or an error
@@ -571,19 +576,24 @@ class ClusterCache:
         self._notify(affected, f"{kind} {kind_type} {key}")
         self._notify_kind(kind)
 
-    def _reconcile(self, worker: _KindWorker, items: list[dict[str, Any]], reason: str) -> None:
-        """Make the cache hold exactly ``items`` of this kind: apply new and changed ones, delete the rest."""
-        kind = worker.info.kind
+    def _apply_page(self, kind: str, items: list[dict[str, Any]], seen: set[ObjectKey]) -> set[ObjectKey]:
+        """Apply one page of a list (new and changed objects); the keys go to ``seen``."""
         affected: set[ObjectKey] = set()
         with self._lock:
-            known = self._versions[kind]
-            seen: set[ObjectKey] = set()
             for obj in items:
                 obj["kind"] = kind
                 key = _key(obj)
                 seen.add(key)
                 affected |= self._upsert(kind, key, obj)
-            for key in [k for k in known if k not in seen]:
+        return affected
+
+    def _finish_list(
+        self, worker: _KindWorker, seen: set[ObjectKey], affected: set[ObjectKey], reason: str
+    ) -> None:
+        """End a list: delete what it did not contain, mark the kind synced, and report the changes."""
+        kind = worker.info.kind
+        with self._lock:
+            for key in [k for k in self._versions[kind] if k not in seen]:
                 affected |= self._remove(kind, key)
             self.events_total[f"{kind}/LIST"] += 1
             worker.lists_done += 1
