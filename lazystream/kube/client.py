@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
@@ -11,15 +12,33 @@ FIELD_MANAGER = "lazystream"
 """The single server-side-apply field manager lazystream writes with (decisions §1)."""
 
 
+DEFAULT_REQUEST_TIMEOUT = (10.0, 60.0)
+"""(connect, read) seconds for every request that sets no ``_request_timeout`` of its own. The client's
+default is none at all: one request to an API server that stops answering (not refusing) would hold its
+thread forever, and a worker's exit waits for the threads of its executors."""
+
+
 def api_client(kubeconfig: Path | None = None) -> client.ApiClient:
-    """An API client: from ``kubeconfig`` when given, else in-cluster, else the default kubeconfig."""
+    """An API client: from ``kubeconfig`` when given, else in-cluster, else the default kubeconfig; every
+    request is bounded by :data:`DEFAULT_REQUEST_TIMEOUT` unless it says otherwise."""
     if kubeconfig is not None:
-        return config.new_client_from_config(config_file=str(kubeconfig))
+        return _bounded(config.new_client_from_config(config_file=str(kubeconfig)))
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        return config.new_client_from_config()
-    return client.ApiClient()
+        return _bounded(config.new_client_from_config())
+    return _bounded(client.ApiClient())
+
+
+def _bounded(api: client.ApiClient) -> client.ApiClient:
+    rest = api.rest_client
+    request = rest.request
+
+    def bounded_request(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return request(*args, _request_timeout=_request_timeout or DEFAULT_REQUEST_TIMEOUT, **kwargs)
+
+    rest.request = bounded_request
+    return api
 
 
 def dynamic_client(api: client.ApiClient) -> DynamicClient:

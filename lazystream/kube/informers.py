@@ -289,11 +289,13 @@ class ClusterCache:
             worker.thread.start()
 
     def wait_synced(self, timeout: float) -> bool:
-        """True once every kind has been listed once (a kind whose CRD is absent counts as synced)."""
+        """True once every kind has been listed once (a kind whose CRD is absent counts as synced); False
+        after ``timeout``, or soon after :meth:`stop` (a stopping worker must not wait out the timeout)."""
         deadline = time.monotonic() + timeout
         for worker in self._workers.values():
-            if not worker.synced.wait(max(0.0, deadline - time.monotonic())):
-                return False
+            while not worker.synced.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
+                if self._stopping.is_set() or time.monotonic() >= deadline:
+                    return False
         return True
 
     @property
