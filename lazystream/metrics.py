@@ -75,6 +75,11 @@ METRICS: dict[str, str] = {
     "outcome (applied, unchanged, retry, conflict, gone, skipped).",
     "lazystream_api_errors_total": "Failed writes to the API server, by HTTP status or exception.",
     "lazystream_api_writes_in_flight": "Fence writes in progress.",
+    "lazystream_api_watch_errors_total": "Failed list/watch requests to the API server and objects the "
+    "watch cache could not read, by kind (the cache re-lists after a backoff).",
+    "lazystream_kafka_errors_total": "Kafka client errors, by client (ingest: the access stage's consumer "
+    "and producer; faust: the table agent's consumer, producer and changelog) and kind (connection, fetch, "
+    "group, produce: reported by the client, which retries; commit, send, offsets: seen by lazystream).",
     "lazystream_consumer_lag": "Records on the topic not yet consumed by this worker's partitions.",
     "lazystream_produce_to_sidecar_seconds": "From the Kafka timestamp of the access record that taught "
     "a fence a host to the write of the first Sidecar listing it.",
@@ -215,6 +220,7 @@ class WorkerCollector(Collector):
         yield from self._table()
         yield from self._fences()
         yield from self._sink()
+        yield from self._clients()
 
     def _ingest(self) -> Iterator[Metric]:
         ingest = self.worker.stream.ingest
@@ -303,6 +309,19 @@ class WorkerCollector(Collector):
         )
         in_flight.add_metric([], sink.in_flight)
         yield in_flight
+
+    def _clients(self) -> Iterator[Metric]:
+        """Errors of the worker's clients: the API server's watches, and Kafka."""
+        watch = _counter("lazystream_api_watch_errors_total", ["kind"])
+        with self.worker.cache.reading():
+            watch_errors = sorted(self.worker.cache.errors_total.items())
+        for kind, count in watch_errors:
+            watch.add_metric([kind], count)
+        yield watch
+        kafka = _counter("lazystream_kafka_errors_total", ["client", "error"])
+        for (client, error), count in sorted(self.worker.stream.kafka_errors.snapshot().items()):
+            kafka.add_metric([client, error], count)
+        yield kafka
 
 
 def instrument_worker(worker: Worker) -> WorkerMetrics:

@@ -46,6 +46,7 @@ from lazystream.options import (
     port_rules,
     resolve_options,
 )
+from lazystream.stream import clienterrors
 from lazystream.stream.app import WorkerApp, create_worker_app
 from lazystream.stream.pipeline import FenceComputer
 
@@ -90,6 +91,7 @@ class Worker:
         self.admin = AdminServer(create_admin_app(self._admin_hooks()), config.web.host, config.web.port)
         self._install_lifecycle(self.stream.app)
         self.metrics = instrument_worker(self)
+        self._kafka_log = clienterrors.count_client_logs(self.stream.kafka_errors)
         add_metrics_route(self.admin.app, self.metrics)
 
     def _autofencer(self) -> AutoFencer | None:
@@ -371,6 +373,7 @@ class Worker:
             await asyncio.to_thread(worker.cache.stop)
             await worker.admin.stop()
             worker.api.close()
+            clienterrors.stop_counting(worker._kafka_log)
 
     async def consume_access(self) -> None:
         """Run the ingest stage; if it fails, the worker stops (and its supervisor restarts it) rather than

@@ -24,6 +24,7 @@ from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.kafka_security import client_security
 from lazystream.options import resolve_options
+from lazystream.stream import clienterrors
 from lazystream.stream.ingest import AccessIngest
 from lazystream.stream.partitioning import edge_partitioner
 from lazystream.stream.pipeline import HOSTS_LIMIT, ClusterView, Ingest
@@ -128,6 +129,11 @@ class WorkerApp:
     def ingest(self) -> Ingest:
         return self.access.ingest
 
+    @property
+    def kafka_errors(self) -> clienterrors.KafkaErrors:
+        """Errors of the worker's Kafka clients, the ingest's and faust's (:mod:`.clienterrors`)."""
+        return self.access.kafka_errors
+
     def owns(self, key: ObjectKey) -> bool:
         """Whether this worker holds the fence's learned state (its edges partition is assigned here)."""
         tp = TP(self.topics.edges.get_topic_name(), self.partition_of(learned.fence_key(key)))
@@ -180,6 +186,7 @@ def create_worker_app(
     partition_of = edge_partitioner(config.topics.partition_key, config.topics.partitions)
     access = AccessIngest(config, ingest, cluster, partition_of)
     worker = WorkerApp(app, topics, table, access, partition_of)
+    app.sensors.add(clienterrors.SendErrorSensor(access.kafka_errors))
     bucket_seconds, max_hosts = config.tables.bucket_seconds, config.fence.max_hosts_per_fence
 
     # Fences this process has written to the table, hence to its changelog. faust puts a write into the local

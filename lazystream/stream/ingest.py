@@ -27,6 +27,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from lazystream.config import Config
 from lazystream.kafka_security import client_kwargs
+from lazystream.stream import clienterrors
 from lazystream.stream.pipeline import ClusterView, DeadLetter, Ingest
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,14 @@ class AccessIngest:
         self.clock = clock
         self.progress = IngestProgress()
         self.consumer: AIOKafkaConsumer | None = None
+        self.kafka_errors = clienterrors.KafkaErrors()
+        """Errors of the worker's Kafka clients (this stage's and faust's): see :mod:`.clienterrors`."""
 
     async def run(self) -> None:
         """Consume until cancelled; the consumer leaves its group on the way out (a quick rebalance)."""
         kafka, topics = self.config.kafka, self.config.topics
         connection = client_kwargs(kafka)  # the brokers, TLS and SASL
+        clienterrors.CLIENT.set(clienterrors.INGEST)  # this task's and its clients' errors are the ingest's
         consumer = AIOKafkaConsumer(
             topics.access,
             **connection,
@@ -120,14 +124,22 @@ class AccessIngest:
             for start in range(0, len(records), CHUNK_RECORDS):
                 sent += await self._process(producer, records[start : start + CHUNK_RECORDS])
         if sent:
-            await asyncio.gather(*sent)  # acknowledged by the brokers before the offsets move
+            try:
+                await asyncio.gather(*sent)  # acknowledged by the brokers before the offsets move
+            except KafkaError:
+                self.kafka_errors.note("send")  # given up by the producer: the worker stops, unacknowledged
+                raise
         offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in batches.items()}
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # A rebalance took the partitions meanwhile: their new owner re-reads the batch (harmless).
             self.progress.commits_failed += 1
+            self.kafka_errors.note("commit")
             log.info("ingest: offsets of a batch not committed (%s); its records will be re-read", exc)
+        except KafkaError:
+            self.kafka_errors.note("commit")  # not retriable: the worker stops, the batch is re-read
+            raise
         else:
             self.progress.positions.update({tp: o.offset for tp, o in offsets.items()})
         self.progress.batches += 1
@@ -165,6 +177,7 @@ class AccessIngest:
         if consumer is None:
             return None
         assigned = consumer.assignment()
+        client = clienterrors.CLIENT.set(clienterrors.INGEST)  # asked from /metrics: the ingest's client
         try:
             ends = await consumer.end_offsets(list(assigned))
             lag = 0
@@ -174,5 +187,8 @@ class AccessIngest:
                     position = await consumer.committed(tp) or 0
                 lag += max(0, int(end) - position)
         except (KafkaError, IllegalStateError):
+            self.kafka_errors.note("offsets")
             return None
+        finally:
+            clienterrors.CLIENT.reset(client)
         return lag

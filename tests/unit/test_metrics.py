@@ -25,6 +25,7 @@ from lazystream.metrics import (
     instrument_worker,
     sidecar_hosts,
 )
+from lazystream.stream.clienterrors import KafkaErrors
 from lazystream.stream.ingest import IngestProgress
 
 SHOP = ObjectKey("shop", "web")
@@ -35,6 +36,7 @@ OTHER = ObjectKey("shop", "api")
 class Cache:
     fences: dict[ObjectKey, dict[str, Any]]
     lock: threading.RLock = field(default_factory=threading.RLock)
+    errors_total: Counter[str] = field(default_factory=lambda: Counter({"Service": 2}))
 
     def reading(self) -> contextlib.AbstractContextManager[Any]:
         return self.lock
@@ -60,6 +62,10 @@ def stand_in_worker() -> Any:
         by_source=Counter({"shop/web": 9}),
     )
     progress = IngestProgress(records=16, batches=2, edges_sent=5, dead_letters_sent=5)
+    kafka_errors = KafkaErrors()
+    for _ in range(3):
+        kafka_errors.note("connection", client="ingest")
+    kafka_errors.note("send", client="faust")
     stream = SimpleNamespace(
         ingest=ingest,
         access=SimpleNamespace(progress=progress, lag=lag),
@@ -73,6 +79,7 @@ def stand_in_worker() -> Any:
             }
         ),
         limited=Counter({"shop/web": 2}),
+        kafka_errors=kafka_errors,
         owns=lambda key: key == SHOP,
         on_hosts_learned=None,
     )
@@ -124,6 +131,9 @@ async def test_every_listed_metric_is_exposed_with_the_counters_values() -> None
     assert got[("lazystream_api_writes_total", (("kind", "sidecar"), ("outcome", "applied")))] == 2
     assert got[("lazystream_api_errors_total", (("error", "403"),))] == 1
     assert got[("lazystream_consumer_lag", (("topic", "access"),))] == 42
+    assert got[("lazystream_api_watch_errors_total", (("kind", "Service"),))] == 2
+    assert got[("lazystream_kafka_errors_total", (("client", "ingest"), ("error", "connection")))] == 3
+    assert got[("lazystream_kafka_errors_total", (("client", "faust"), ("error", "send")))] == 1
     assert got[("process_resident_memory_bytes", ())] > 0
     for name in METRICS:  # every listed family has its help text
         assert f"# HELP {name} " in text, name
