@@ -40,7 +40,6 @@ API::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -62,6 +61,7 @@ from urllib3.exceptions import HTTPError
 
 from lazystream.config import Config
 from lazystream.kube.pools import shutdown_pool
+from lazystream.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -330,9 +330,7 @@ class LeaderElector:
         if self._task is None:
             return
         task, self._task = self._task, None
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         was_leading = self._leading or self._release_pending
         self._release_pending = False
         await self._step_down("released" if release else "stopped")
@@ -480,9 +478,7 @@ class LeaderElector:
         """Stop leading now: cancel the leader work and wait for it, then tell ``on_change``."""
         task, self._lead_task = self._lead_task, None
         if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if not self._leading:
             return
         self._leading = False

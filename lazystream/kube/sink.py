@@ -42,6 +42,7 @@ from lazystream.domain.cluster import ObjectKey
 from lazystream.kube.cleanup import delete_sidecar_if_ours
 from lazystream.kube.client import FIELD_MANAGER
 from lazystream.kube.pools import shutdown_pool
+from lazystream.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -297,9 +298,7 @@ class FenceSink:
         leftover = list(self._active.values())
         if leftover:
             log.warning("sink stop: %d fence writes did not finish in %.1f s", len(leftover), drain)
-            for task in leftover:
-                task.cancel()
-            await asyncio.gather(*leftover, return_exceptions=True)
+            await asyncio.gather(*(cancel_and_wait(task) for task in leftover))
         if self._dirty:
             log.warning("sink stop: %d scheduled fences not written", len(self._dirty))
         self._running = False
