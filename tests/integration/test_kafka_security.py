@@ -15,12 +15,12 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from fluent import sender
 from kubernetes.dynamic import DynamicClient
 
 from lazystream.testing import fluent_bit, global_sidecar_record
 from lazystream.testing.fluentbit import ForwardToKafka
+from tests.fixtures.kafka import delete_topics
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer, SecureKafka
 from tests.integration.test_ops_kafka import cli, ops_env
@@ -52,22 +52,11 @@ async def produce(kafka: SecureKafka, topic: str, messages: list[bytes]) -> None
         await producer.stop()
 
 
-async def delete_topics(kafka: SecureKafka, prefix: str) -> None:
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
-
-
 @pytest.fixture
 def secure_topics(kafka_secure: SecureKafka, fresh_name: str) -> Iterator[str]:
     """A fresh deployment name whose topics (created over SASL_SSL) are deleted afterwards."""
     yield fresh_name
-    asyncio.run(delete_topics(kafka_secure, f"{fresh_name}-"))
+    asyncio.run(delete_topics(f"{fresh_name}-", **kafka_secure.client_kwargs()))
 
 
 @pytest.mark.kube
@@ -105,7 +94,7 @@ def test_worker_learns_over_sasl_ssl(
         ]
     finally:
         code = worker.stop()
-        asyncio.run(delete_topics(kafka_secure, f"{fresh_name}-"))
+        asyncio.run(delete_topics(f"{fresh_name}-", **kafka_secure.client_kwargs()))
     log = worker.output()
     assert code == 0, log[-3000:]
     assert " DEBUG faust." in log  # faust's debug logging was on: the check below means something

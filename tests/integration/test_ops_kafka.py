@@ -20,6 +20,7 @@ from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.ops import kafka
 from lazystream.testing import fluent_bit, global_sidecar_record
+from tests.fixtures.kafka import delete_topics
 from tests.integration.test_worker_e2e import LAZYSTREAM
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
@@ -51,22 +52,11 @@ def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Compl
     return done
 
 
-async def _delete_topics(bootstrap: str, prefix: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
-
-
 @pytest.fixture
 def env(kafka_bootstrap: str, fresh_name: str) -> Iterator[dict[str, str]]:
     """Operations environment for a fresh deployment; its topics are deleted afterwards."""
     yield ops_env(kafka_bootstrap, fresh_name)
-    asyncio.run(_delete_topics(kafka_bootstrap, f"{fresh_name}-"))
+    asyncio.run(delete_topics(f"{fresh_name}-", bootstrap_servers=kafka_bootstrap))
 
 
 async def produce(

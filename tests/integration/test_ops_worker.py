@@ -22,10 +22,11 @@ from kubernetes.dynamic import DynamicClient
 from lazystream.config import Config, load_config
 from lazystream.ops import kafka
 from lazystream.testing import fluent_bit, global_sidecar_record
+from tests.fixtures.kafka import delete_topics
 from tests.fixtures.kube import AuditLog
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer, free_port
-from tests.integration.test_ops_kafka import _delete_topics, cli
+from tests.integration.test_ops_kafka import cli
 from tests.integration.test_worker_e2e import (
     LAZYSTREAM,
     apply_objects,
@@ -153,7 +154,7 @@ def test_replay_into_empty_state_then_over_it_writes_nothing(
         finally:
             assert worker.stop() == 0, worker.output()[-3000:]
     finally:
-        asyncio.run(_delete_topics(kafka_bootstrap, f"{fresh_name}-"))
+        asyncio.run(delete_topics(f"{fresh_name}-", bootstrap_servers=kafka_bootstrap))
 
 
 def learned_hosts(env: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -266,7 +267,7 @@ def test_scale_from_4_to_12_partitions_keeps_every_dependency(
             for worker in workers:
                 assert worker.stop() == 0, worker.output()[-3000:]
     finally:
-        asyncio.run(_delete_topics(kafka_bootstrap, f"{fresh_name}-"))
+        asyncio.run(delete_topics(f"{fresh_name}-", bootstrap_servers=kafka_bootstrap))
 
 
 def oracle_for(objects: list[dict[str, Any]], records: list[bytes], name: str) -> dict[str, Any]:

@@ -37,11 +37,12 @@ from lazystream.ops import kafka as ops_kafka
 from lazystream.options import render_options
 from lazystream.stream.partitioning import partition_of_key
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
+from tests.fixtures.kafka import delete_topics
 from tests.fixtures.kube import AuditLog
 from tests.fixtures.private import PrivateKafka, PrivateKube
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer, free_port
-from tests.integration.test_ops_kafka import _delete_topics, cli, config_of
+from tests.integration.test_ops_kafka import cli, config_of
 from tests.integration.test_ops_worker import FENCE, group_lag, learned_hosts, sidecar_spec, writes_in
 from tests.integration.test_worker_e2e import LAZYSTREAM, apply_objects, get, produce, wait_for, worker_env
 
@@ -236,7 +237,7 @@ def test_worker_and_api_server_outage_then_replay_writes_nothing(
         finally:
             assert worker.stop() == 0, worker.output()[-3000:]
     finally:
-        asyncio.run(_delete_topics(kafka_bootstrap, f"{fresh_name}-"))
+        asyncio.run(delete_topics(f"{fresh_name}-", bootstrap_servers=kafka_bootstrap))
 
 
 # -- faults (issue 11) ------------------------------------------------------------------------------------
@@ -347,7 +348,7 @@ def test_kill_9_worker_under_load_loses_nothing(
         # what a worker recovers from the changelog (another worker after a rebalance, or a fresh disk)
         assert learned_dependencies(env, namespace) == oracle_dependencies(want)
     finally:
-        asyncio.run(_delete_topics(kafka_bootstrap, f"{fresh_name}-"))
+        asyncio.run(delete_topics(f"{fresh_name}-", bootstrap_servers=kafka_bootstrap))
 
 
 @pytest.mark.timeout(300)
@@ -593,4 +594,4 @@ def test_rebalance_between_two_workers_mid_stream_loses_nothing(
                 assert b.stop() == 0, b.output()[-3000:]
         assert learned_dependencies(env, namespace) == oracle_dependencies(want)
     finally:
-        asyncio.run(_delete_topics(kafka_bootstrap, f"{fresh_name}-"))
+        asyncio.run(delete_topics(f"{fresh_name}-", bootstrap_servers=kafka_bootstrap))
