@@ -26,7 +26,7 @@ from typing import Any
 
 import faust
 
-from lazystream import logs
+from lazystream import heap, logs
 from lazystream.admin import AdminHooks, AdminServer, cache_explainer, cache_fences_in, create_admin_app
 from lazystream.config import Config
 from lazystream.domain import learned
@@ -334,6 +334,7 @@ class Worker:
                     "cluster cache not synced after %.0f s; continuing with what is listed",
                     CACHE_SYNC_TIMEOUT,
                 )
+            heap.freeze()  # start-up objects and the listed cluster: full collections skip them from now
             # records are resolved against the cluster: reading them before it is listed would lose them
             app.add_future(worker.consume_access())
             await worker.sink.start()
@@ -428,6 +429,7 @@ def run(config: Config, loglevel: str | None = None) -> None:
     SASL settings, and :class:`~lazystream.config.ConfigError` when a ``kafka.security`` file is unusable.
     """
     faulthandler.register(signal.SIGQUIT, all_threads=True)
+    heap.tune()
     check_kafka_access(config)
     worker = Worker(config)
     options = logs.faust_worker_options(config.global_.log, loglevel)
