@@ -311,8 +311,11 @@ class ClusterState:
 
     def apply(self, obj: Mapping[str, Any]) -> None:
         """Add or replace one object (unknown kinds are ignored); :class:`ClusterObjectError` if malformed."""
-        self.memo.clear()
         kind = obj.get("kind")
+        if kind == "ServiceFence":
+            self.put_fence(fence_from(obj))
+            return
+        self.memo.clear()
         if kind == "Service":
             self.put_service(service_from(obj))
         elif kind == "Pod":
@@ -328,14 +331,15 @@ class ClusterState:
             self.put_virtual_service(virtual_service_from(obj, self.cluster_domain))
         elif kind == "ServiceEntry":
             self.put_service_entry(service_entry_from(obj, self.cluster_domain))
-        elif kind == "ServiceFence":
-            fence = fence_from(obj)
-            self.fences[fence.key] = fence
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         """Remove one object; removing an absent object is a no-op."""
-        self.memo.clear()
         key = ObjectKey(namespace, name)
+        if kind == "ServiceFence":
+            if self.fences.pop(key, None) is not None:
+                self.memo.clear()
+            return
+        self.memo.clear()
         if kind == "Service":
             self._drop_service(key)
         elif kind == "Pod":
@@ -348,8 +352,6 @@ class ClusterState:
             self._vs_hosts.remove(key, self.virtual_services.pop(key).hosts)
         elif kind == "ServiceEntry" and key in self.service_entries:
             self._se_hosts.remove(key, self.service_entries.pop(key).hosts)
-        elif kind == "ServiceFence":
-            self.fences.pop(key, None)
 
     def put_service(self, service: Service) -> None:
         self.memo.clear()
@@ -386,8 +388,11 @@ class ClusterState:
         self._se_hosts.add(se.key, se.hosts)
 
     def put_fence(self, fence: Fence) -> None:
-        self.memo.clear()
-        self.fences[fence.key] = fence
+        """Add or replace a fence. Resolution reads only whether it exists and is enabled: the status
+        writes that follow every learned host leave the resolution memo alone."""
+        if self.fences.get(fence.key) != fence:
+            self.memo.clear()
+            self.fences[fence.key] = fence
 
     def _drop_service(self, key: ObjectKey) -> None:
         old = self.services.pop(key, None)

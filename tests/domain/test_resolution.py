@@ -230,6 +230,32 @@ def test_disabled_fence_learns_nothing() -> None:
     assert run(text(), mesh) == (Outcome.IGNORED_NO_FENCE, [])
 
 
+def test_fence_status_changes_keep_cached_resolutions_and_spec_changes_do_not() -> None:
+    """Every learned host is followed by a status write to its fence: those must not empty the memo the
+    resolver caches outcomes in, while enabling, disabling or deleting the fence must take effect."""
+    mesh = bookinfo().build()
+    fence = {
+        "apiVersion": "microservice.slime.io/v1alpha1",
+        "kind": "ServiceFence",
+        "metadata": {"name": "productpage", "namespace": "default"},
+        "spec": {"enable": True},
+    }
+    assert run(text(), mesh)[0] is LEARNED
+    cached = len(mesh.memo)
+    assert cached > 0
+    mesh.apply({**fence, "status": {"domains": {DETAILS: {"hosts": [DETAILS]}}}})
+    assert len(mesh.memo) == cached
+    assert run(text(), mesh)[0] is LEARNED
+
+    mesh.apply({**fence, "spec": {"enable": False}})
+    assert run(text(), mesh) == (Outcome.IGNORED_NO_FENCE, [])
+    mesh.apply(fence)
+    assert run(text(), mesh)[0] is LEARNED
+    mesh.delete("ServiceFence", "default", "productpage")
+    assert run(text(), mesh) == (Outcome.IGNORED_NO_FENCE, [])
+    mesh.delete("ServiceFence", "default", "productpage")  # absent: a no-op
+
+
 def test_short_domain_adds_the_short_form_only_when_the_expansion_is_admitted(mesh: ClusterState) -> None:
     assert run(text(authority="details:9080"), mesh, enable_short_domain=True) == (
         LEARNED,
