@@ -36,6 +36,10 @@ class WorkerFigures:
     bare_rps: float
     worker_rps: float
     latencies: list[float]
+    bare_cpu_us: float = float("nan")
+    """CPU time per record of the bare consumer (its process, user + system)."""
+    worker_cpu_us: float = float("nan")
+    """CPU time per record of the worker process over the same steady-state span as ``worker_rps``."""
 
     def __str__(self) -> str:
         lat = sorted(self.latencies)
@@ -44,7 +48,8 @@ class WorkerFigures:
         return (
             f"{self.records} records: bare consumer {self.bare_rps:,.0f}/s, worker {self.worker_rps:,.0f}/s "
             f"(x{self.worker_rps / self.bare_rps:.2f}); produce-to-Sidecar p50 {p50:.2f} s, p99 {p99:.2f} s "
-            f"({len(lat)} samples)"
+            f"({len(lat)} samples); CPU per record: bare {self.bare_cpu_us:.1f} µs, worker "
+            f"{self.worker_cpu_us:.1f} µs (x{self.bare_cpu_us / self.worker_cpu_us:.2f})"
         )
 
 
@@ -91,20 +96,28 @@ async def fill(bootstrap: str, topic: str, ips: list[str], targets: int, count: 
         await producer.stop()
 
 
-async def bare_consumer(bootstrap: str, topic: str, count: int) -> float:
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bare_consumer(bootstrap: str, topic: str, count: int) -> tuple[float, float]:
+    """Records/s and CPU µs per record of a consumer that only fetches and decodes."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", max_poll_records=5000
     )
     await consumer.start()
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
-        start, seen = time.perf_counter(), 0
+        start, cpu, seen = time.perf_counter(), process_cpu_s(os.getpid()), 0
         while seen < count:
             for batch in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
                 for message in batch:
                     orjson.loads(message.value)
                 seen += len(batch)
-        return count / (time.perf_counter() - start)
+        elapsed, cpu = time.perf_counter() - start, process_cpu_s(os.getpid()) - cpu
+        return count / elapsed, cpu / count * 1e6
     finally:
         await consumer.stop()
 
@@ -159,7 +172,7 @@ async def run(count: int = 100_000, samples: int = 30) -> WorkerFigures:
     await admin.create_topics([NewTopic(f"{run_id}-access", PARTITIONS, 1)])
     await admin.close()
     await fill(bootstrap, f"{run_id}-access", ips, 10, count)
-    bare = await bare_consumer(bootstrap, f"{run_id}-access", count)
+    bare, bare_cpu = await bare_consumer(bootstrap, f"{run_id}-access", count)
 
     data = Path(tempfile.mkdtemp(prefix="lazystream-bench-"))
     env = worker_env(run_id, bootstrap, kubeconfig, data, PARTITIONS)
@@ -170,16 +183,17 @@ async def run(count: int = 100_000, samples: int = 30) -> WorkerFigures:
     )
     try:
         # steady state: from the first commit to the last (start-up and the first fetch excluded)
-        first: tuple[float, int] | None = None
+        first: tuple[float, int, float] | None = None
         while (done := await committed(bootstrap, f"{run_id}-ingest", f"{run_id}-access")) < count:
             if proc.returncode is not None:
                 raise RuntimeError(f"worker exited; see {data / 'worker.log'}")
             if first is None and done > 0:
-                first = (time.perf_counter(), done)
+                first = (time.perf_counter(), done, process_cpu_s(proc.pid))
             await asyncio.sleep(0.2)
         if first is None:
-            first = (start, 0)
+            first = (start, 0, 0.0)
         worker_rps = (count - first[1]) / (time.perf_counter() - first[0])
+        worker_cpu = (process_cpu_s(proc.pid) - first[2]) / (count - first[1]) * 1e6
         # latency is measured in steady state: the table agent has applied every edge of the backlog
         await edges_caught_up(bootstrap, run_id, f"{run_id}-edges", timeout=120)
         latencies = []
@@ -204,7 +218,7 @@ async def run(count: int = 100_000, samples: int = 30) -> WorkerFigures:
         await proc.wait()
         log.close()
         api.close()
-    return WorkerFigures(count, bare, worker_rps, latencies)
+    return WorkerFigures(count, bare, worker_rps, latencies, bare_cpu, worker_cpu)
 
 
 if __name__ == "__main__":
