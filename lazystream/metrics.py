@@ -249,8 +249,7 @@ class WorkerCollector(Collector):
             yield family
         fallback = _counter("lazystream_fallback_records_total", ["namespace", "fence"])
         for fence, count in sorted(ingest.by_source.items()):
-            namespace, _, name = fence.partition("/")
-            fallback.add_metric([namespace, name], count)
+            fallback.add_metric([fence.namespace, fence.name], count)
         yield fallback
         lag = GaugeMetricFamily("lazystream_consumer_lag", _help("lazystream_consumer_lag"), labels=["topic"])
         if self.lag is not None:

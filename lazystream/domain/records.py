@@ -152,12 +152,15 @@ def _from_object(obj: dict[str, Any]) -> Parsed:
 
 
 def _from_fluent_bit(obj: dict[str, Any], timestamp_key: str) -> Parsed:
-    event_time = _event_time(obj[timestamp_key])
+    stamp = obj[timestamp_key]
+    event_time = stamp if stamp.__class__ is float else _event_time(stamp)  # a double: Fluent Bit's default
     if isinstance(event_time, ParseError):
         return event_time
-    pod = _pod_meta(obj.get("kubernetes"))
-    if isinstance(pod, ParseError):
-        return pod
+    pod = obj.get("kubernetes")
+    if pod is not None:
+        pod = _pod_meta(pod)
+        if isinstance(pod, ParseError):
+            return pod
     if obj.get(GLOBAL_SIDECAR_MARKER[0]) == GLOBAL_SIDECAR_MARKER[1]:
         return _from_global_sidecar(obj, event_time)
     if "upstream_cluster" in obj or "authority" in obj:

@@ -124,10 +124,19 @@ def parse_cluster(name: str) -> UpstreamCluster | None:
 
 
 def resolve(record: AccessRecord, cluster: ClusterState, options: ResolveOptions) -> Resolution:
-    """Edges for one record; never raises.
+    """Edges for one record, with the record's event time; never raises."""
+    cached = resolve_cached(record, cluster, options)
+    if record.event_time is None:
+        return cached
+    return cached._replace(event_time=record.event_time)
+
+
+def resolve_cached(record: AccessRecord, cluster: ClusterState, options: ResolveOptions) -> Resolution:
+    """What :func:`resolve` returns, without the event time: the shared cached outcome.
 
     Records repeat (the same caller, the same host): the outcome is cached in the cluster state, keyed by
-    every record field the outcome depends on, until the cluster changes.
+    every record field the outcome depends on, until the cluster changes. The ingest stage calls this and
+    takes the event time from the record, saving a tuple per record.
     """
     pod = record.pod
     address = record.downstream_remote_address
@@ -144,11 +153,7 @@ def resolve(record: AccessRecord, cluster: ClusterState, options: ResolveOptions
     cached: Resolution | None = cluster.memo.get(key)
     if cached is None:
         cached = cluster.remember(key, _resolve(record, cluster, options))
-    if record.event_time is None:
-        return cached
-    return Resolution(
-        cached.outcome, cached.edges, cached.detail, cached.host, cached.sources, record.event_time
-    )
+    return cached
 
 
 def _resolve(record: AccessRecord, cluster: ClusterState, options: ResolveOptions) -> Resolution:

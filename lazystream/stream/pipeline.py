@@ -26,11 +26,12 @@ from lazystream.domain.fences import (
     render_status,
 )
 from lazystream.domain.records import ParseError, parse_record
-from lazystream.domain.resolution import Resolution, ResolveOptions, resolve
+from lazystream.domain.resolution import Outcome, Resolution, ResolveOptions, resolve_cached
 from lazystream.domain.sidecars import render_sidecar
 
 DEDUPE_ENTRIES = 100_000
 RECENT_REJECTIONS = 1000
+REJECTED = frozenset(o for o in Outcome if o.startswith("rejected"))
 HOSTS_LIMIT = "rejected_hosts_limit"
 """The rejection reason of a host refused because its fence already holds ``fence.maxHostsPerFence``
 learned hosts (recorded by the table agent, shown by "explain")."""
@@ -69,8 +70,8 @@ class Ingest:
     """Records by outcome: ``learned``, ``ignored_*``, ``rejected_*`` and ``dead_letter:<reason>``."""
     recent_rejections: OrderedDict[tuple[str, str], str] = field(default_factory=OrderedDict)
     """(fence, host) → reason of the latest rejected hosts, for "explain" (bounded)."""
-    by_source: Counter[str] = field(default_factory=Counter)
-    """Records per source fence (``namespace/name``): calls that went through the global-sidecar, i.e. the
+    by_source: Counter[ObjectKey] = field(default_factory=Counter)
+    """Records per source fence: calls that went through the global-sidecar, i.e. the
     fallback hit count of each fence (a metric; bounded by the fences of the cluster)."""
     _seen: OrderedDict[tuple[bytes, str], int] = field(default_factory=OrderedDict)
 
@@ -85,17 +86,21 @@ class Ingest:
                 ("lazystream-detail", record.detail.encode()),
             ]
             return DeadLetter(data, headers)
-        result = resolve(record, cluster, self.resolve_options)
-        self.outcomes[result.outcome] += 1
+        result = resolve_cached(record, cluster, self.resolve_options)
+        outcome = result.outcome
+        self.outcomes[outcome] += 1
+        by_source = self.by_source
         for source in result.sources:
-            self.by_source[f"{source.namespace}/{source.name}"] += 1
-        if result.outcome.startswith("rejected") and result.host:
+            by_source[source] += 1
+        if outcome in REJECTED and result.host:
             for source in result.sources:
-                self.remember_rejection(f"{source.namespace}/{source.name}", str(result.host), result.outcome)
-        return self._edges(result, message_time)
+                self.remember_rejection(f"{source.namespace}/{source.name}", result.host, outcome)
+        if not result.edges:
+            return []
+        event_time = record.event_time if record.event_time is not None else message_time
+        return self._edges(result, event_time, message_time)
 
-    def _edges(self, result: Resolution, message_time: float) -> list[EdgeMessage]:
-        event_time = result.event_time if result.event_time is not None else message_time
+    def _edges(self, result: Resolution, event_time: float, message_time: float) -> list[EdgeMessage]:
         current = learned.bucket(event_time, self.bucket_seconds)
         out = []
         for edge in result.edges:

@@ -73,7 +73,7 @@ def test_records_are_counted_per_source_fence_and_carry_their_kafka_time() -> No
     i = ingest()
     (edge,) = i.process(line("details", 100.0), MESH, 123.5)
     i.process(line("evil.example.net", 100.0), MESH, 124.0)
-    assert i.by_source == {"default/productpage": 2}
+    assert i.by_source == {ObjectKey("default", "productpage"): 2}
     assert learned.produced_time(orjson.loads(edge.value)) == 123.5
     assert learned.produced_time(learned.observe("h", "fallback", 1.0)) is None
 

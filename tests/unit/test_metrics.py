@@ -59,7 +59,7 @@ def stand_in_worker() -> Any:
                 "dead_letter:too_large": 1,
             }
         ),
-        by_source=Counter({"shop/web": 9}),
+        by_source=Counter({ObjectKey("shop", "web"): 9}),
     )
     progress = IngestProgress(records=16, batches=2, edges_sent=5, dead_letters_sent=5)
     kafka_errors = KafkaErrors()
