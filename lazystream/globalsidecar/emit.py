@@ -31,6 +31,8 @@ class Emitter(Protocol):
 
 
 class NullEmitter:
+    """Records go nowhere: the proxy does not even build them for this emitter, it only counts them."""
+
     def __init__(self) -> None:
         self.emitted = 0
         self.dropped = 0

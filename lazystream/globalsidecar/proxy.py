@@ -22,6 +22,7 @@ from typing import Any
 
 from lazystream.domain.forwarding import (
     HOP_HEADER,
+    Decisions,
     Forward,
     Refuse,
     ServiceExists,
@@ -30,7 +31,7 @@ from lazystream.domain.forwarding import (
     format_address,
     join_host_port,
 )
-from lazystream.globalsidecar.emit import Emitter
+from lazystream.globalsidecar.emit import Emitter, NullEmitter
 from lazystream.globalsidecar.http1 import (
     MAX_HEAD_BYTES,
     BadMessage,
@@ -91,6 +92,10 @@ class Proxy:
         self.options = options
         self.pool = pool
         self.emitter = emitter
+        self.count_only = emitter if isinstance(emitter, NullEmitter) else None
+        """With records off, requests are counted there and no record is built."""
+        self.decisions = Decisions()
+        """:func:`decide`'s answers, remembered for the hot path."""
         self.exists = exists
         self.listen_address = listen_address
         self.servers: dict[int, asyncio.Server] = {}

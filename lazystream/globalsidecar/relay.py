@@ -30,7 +30,6 @@ from lazystream.domain.forwarding import (
     Refuse,
     access_record,
     connection_is_self,
-    decide,
     format_address,
     join_host_port,
     principal_from_xfcc,
@@ -38,12 +37,14 @@ from lazystream.domain.forwarding import (
 from lazystream.globalsidecar.http1 import (
     HOP_BY_HOP,
     MAX_HEAD_BYTES,
+    NO_BODY,
     BadMessage,
     Framing,
     Head,
     forwardable,
     keep_alive,
     parse_head,
+    plain_response_length,
     request_framing,
     response_framing,
     serialize,
@@ -63,6 +64,7 @@ REASONS = {400: "Bad Request", 502: "Bad Gateway"}
 MAX_CHUNK_LINE = 4096
 _STATUS_KEYS = {n: f"status_{n}xx" for n in range(1, 6)}
 _DROP_REQUEST = frozenset({"host", SOURCE_NS_HEADER, ORIG_DEST_HEADER, HOP_HEADER})
+_DROP_UPSTREAM = _DROP_REQUEST | HOP_BY_HOP
 
 
 class ForwardedRequest:
@@ -97,16 +99,23 @@ class ForwardedRequest:
 
     def upstream_head(self, decision: Forward, instance: str, upgrade: str | None = None) -> bytes:
         """The request head for the upstream: the completed Host, no hop-by-hop or Slime headers, the loop
-        marker added."""
-        tokens = self.head.connection_tokens()
-        headers = [
-            ("Host", decision.authority),
-            *(kv for kv in forwardable(self.head.headers, tokens) if kv[0].lower() not in _DROP_REQUEST),
-            (HOP_HEADER, instance),
-        ]
+        marker added. The other header lines go on as they were received, in one string built once."""
+        head = self.head
+        lines, lowered = head.lines, head.lowered
+        if lines is None or lowered is None:  # a Head built by hand, not parsed
+            tokens = head.connection_tokens()
+            headers = [kv for kv in forwardable(head.headers, tokens) if kv[0].lower() not in _DROP_REQUEST]
+            lines, lowered = ["", *(f"{k}: {v}" for k, v in headers)], [k.lower() for k, _ in headers]
+            drop: frozenset[str] = frozenset()
+        else:
+            tokens = head.connection_tokens()
+            drop = _DROP_UPSTREAM.union(tokens) if tokens else _DROP_UPSTREAM
+        kept = [lines[i] for i, name in enumerate(lowered, 1) if name not in drop]
+        kept.append(f"{HOP_HEADER}: {instance}")
         if upgrade is not None:
-            headers += [("Connection", "upgrade"), ("Upgrade", upgrade)]
-        return serialize((self.method, self.target, "HTTP/1.1"), headers)
+            kept += ["Connection: upgrade", f"Upgrade: {upgrade}"]
+        text = f"{self.method} {self.target} HTTP/1.1\r\nHost: {decision.authority}\r\n"
+        return (text + "\r\n".join(kept) + "\r\n\r\n").encode("latin-1")
 
     def record(self, peer_address: str, peer_ip: str, status: int, upstream: str | None) -> dict[str, object]:
         head = self.head
@@ -223,6 +232,8 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or self.exchange is not None:
             return
         buffer = self.buffer
+        if not buffer and not self.eof:  # the usual case after an answer: nothing more sent yet
+            return
         end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
         if end < 0:
             if len(buffer) >= MAX_HEAD_BYTES:
@@ -238,19 +249,24 @@ class ClientConnection(asyncio.Protocol):
             head = parse_head(bytes(buffer[:head_end]))
             if not head.start[2].startswith("HTTP/1."):
                 raise BadMessage(f"unsupported protocol {head.start[2][:20]!r}")
-            framing = request_framing(head)
+            index = head.names()
+            if "content-length" in index or "transfer-encoding" in index:
+                framing = request_framing(head)
+                length = framing.length
+            else:  # the usual case: no body
+                framing, length = NO_BODY, 0
         except BadMessage as exc:
             self.bad_request(str(exc))
             return
         if not self.ordinary(head, framing):
             self.proxy.hand_to_streams(self)
             return
-        body_end = head_end + framing.length
+        body_end = head_end + length
         if len(buffer) < body_end:
             if self.eof:  # the client stopped sending inside the body
                 self.close()
             return  # the rest of the body is on its way
-        body = bytes(buffer[head_end:body_end])
+        body = bytes(buffer[head_end:body_end]) if length else b""
         del buffer[:body_end]
         if self.read_paused and self.transport is not None:
             self.read_paused = False
@@ -262,8 +278,7 @@ class ClientConnection(asyncio.Protocol):
         """Whether the hot path serves this request: a small Content-Length body or none, no upgrade."""
         if framing.chunked or framing.length > BUFFERED_BODY_BYTES or head.start[0] == "CONNECT":
             return False
-        connection = head.get("connection")
-        return connection is None or "upgrade" not in head.connection_tokens()
+        return "connection" not in head.names() or "upgrade" not in head.connection_tokens()
 
     def bad_request(self, reason: str) -> None:
         self.proxy.counters["bad_requests"] += 1
@@ -273,15 +288,15 @@ class ClientConnection(asyncio.Protocol):
     def start(self, request: ForwardedRequest, body: bytes) -> None:
         proxy = self.proxy
         head = request.head
-        decision = decide(
-            authority=request.authority,
-            source_ns=request.source_ns,
-            orig_dest=request.orig_dest,
-            listener_port=self.port,
-            exists=proxy.exists,
-            prefer_listener_port=proxy.options.prefer_listener_port,
-            looped=head.get(HOP_HEADER) is not None,
-            own_listeners=proxy.own_listeners,
+        decision = proxy.decisions.decide(
+            request.authority,
+            request.source_ns,
+            request.orig_dest,
+            self.port,
+            proxy.exists,
+            proxy.options.prefer_listener_port,
+            HOP_HEADER in head.names(),
+            proxy.own_listeners,
         )
         keep = keep_alive(head, request.version)
         if isinstance(decision, Refuse):
@@ -293,15 +308,18 @@ class ClientConnection(asyncio.Protocol):
             self.finished(request, decision.status, keep, None)
             return
         message = request.upstream_head(decision, proxy.options.instance)
-        self.exchange = Exchange(self, request, decision, message + body if body else message, keep)
-        self.exchange.begin()
+        self.exchange = exchange = Exchange(self, request, decision, message + body if body else message, keep)
+        exchange.begin()
 
     def finished(self, request: ForwardedRequest, status: int, keep: bool, upstream: str | None) -> None:
         """One request answered: count it, report it, and go on with the next or hang up."""
         self.exchange = None
         proxy = self.proxy
         proxy.counters[_STATUS_KEYS.get(status // 100) or f"status_{status // 100}xx"] += 1
-        proxy.emitter.emit(request.record(self.peer_address, self.peer_ip, status, upstream))
+        if proxy.count_only is None:
+            proxy.emitter.emit(request.record(self.peer_address, self.peer_ip, status, upstream))
+        else:  # records off: none is built
+            proxy.count_only.emitted += 1
         if not keep:
             self.close()
         elif not self.write_paused:
@@ -321,6 +339,7 @@ class Exchange:
         "done",
         "keep",
         "message",
+        "plain",
         "remaining",
         "request",
         "responded",
@@ -346,6 +365,8 @@ class Exchange:
         self.decision = decision
         self.message = message
         self.keep = keep
+        self.plain = keep and request.version == "HTTP/1.1" and request.method != "HEAD"
+        """Whether a plain response (:func:`plain_response_length`) can go to the client unchanged."""
         self.upstream = join_host_port(decision.host, decision.port)
         self.conn: UpstreamConnection | None = None
         self.reused = False
@@ -436,6 +457,12 @@ class Exchange:
     def read_response_head(self, data: bytes) -> None:
         """Parse the response head at the start of ``data`` (interim responses relayed first), then pass
         the head and the body bytes that came with it to the client in one write."""
+        if self.plain:
+            end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4) + 4
+            length = plain_response_length(data[:end]) if end > 12 else None
+            if length is not None and data[9:12] not in (b"204", b"304"):
+                self.plain_response(data, end, length)
+                return
         start = 0
         while True:
             end = data.find(b"\r\n\r\n", start, start + MAX_HEAD_BYTES + 4)
@@ -492,6 +519,21 @@ class Exchange:
             self.client.write(out + rest[:take])  # head and what came with it: one write
         if ended:
             self.complete(extra=take < size)
+
+    def plain_response(self, data: bytes, head_end: int, length: int) -> None:
+        """The usual response, recognised by :func:`plain_response_length`: its head goes to the client as
+        received, both connections stay open, and the body is ``length`` bytes."""
+        self.status = int(data[9:12])
+        self.upstream_keep = True
+        self.response_buffer = None
+        self.responded = True
+        size = len(data)
+        if size - head_end >= length:  # all of it came at once: the usual case
+            self.client.write(data if size == head_end + length else data[: head_end + length])
+            self.complete(extra=size > head_end + length)
+            return
+        self.remaining = length - (size - head_end)
+        self.client.write(data)
 
     def relay(self, data: bytes) -> None:
         try:
