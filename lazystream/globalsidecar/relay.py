@@ -85,15 +85,16 @@ class ForwardedRequest:
     def __init__(self, head: Head, started: float, t0: float) -> None:
         self.head = head
         self.method, target, self.version = head.start
-        authority = head.get("host")
+        index = head.names()
+        authority = index.get("host")
         if target.startswith(("http://", "HTTP://")):  # absolute form: the target names the host
             rest = target[7:]
             slash = rest.find("/")
             authority, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
         self.target = target
         self.authority = authority
-        self.source_ns = head.get(SOURCE_NS_HEADER)
-        self.orig_dest = head.get(ORIG_DEST_HEADER)
+        self.source_ns = index.get(SOURCE_NS_HEADER)
+        self.orig_dest = index.get(ORIG_DEST_HEADER)
         self.started = started
         self.t0 = t0
 
@@ -288,6 +289,7 @@ class ClientConnection(asyncio.Protocol):
     def start(self, request: ForwardedRequest, body: bytes) -> None:
         proxy = self.proxy
         head = request.head
+        index = head.names()
         decision = proxy.decisions.decide(
             request.authority,
             request.source_ns,
@@ -295,10 +297,13 @@ class ClientConnection(asyncio.Protocol):
             self.port,
             proxy.exists,
             proxy.options.prefer_listener_port,
-            HOP_HEADER in head.names(),
+            HOP_HEADER in index,
             proxy.own_listeners,
         )
-        keep = keep_alive(head, request.version)
+        if "connection" in index:
+            keep = keep_alive(head, request.version)
+        else:  # no Connection header: HTTP/1.1's default
+            keep = request.version == "HTTP/1.1"
         if isinstance(decision, Refuse):
             proxy.counters["refused"] += 1
             log.debug("refused (%d): %s", decision.status, decision.reason)
@@ -311,12 +316,13 @@ class ClientConnection(asyncio.Protocol):
         self.exchange = exchange = Exchange(self, request, decision, message + body if body else message, keep)
         exchange.begin()
 
-    def finished(self, request: ForwardedRequest, status: int, keep: bool, upstream: str | None) -> None:
+    def finished(self, request: ForwardedRequest, status: int, keep: bool, dialled: Forward | None) -> None:
         """One request answered: count it, report it, and go on with the next or hang up."""
         self.exchange = None
         proxy = self.proxy
         proxy.counters[_STATUS_KEYS.get(status // 100) or f"status_{status // 100}xx"] += 1
         if proxy.count_only is None:
+            upstream = None if dialled is None else join_host_port(dialled.host, dialled.port)
             proxy.emitter.emit(request.record(self.peer_address, self.peer_ip, status, upstream))
         else:  # records off: none is built
             proxy.count_only.emitted += 1
@@ -343,12 +349,11 @@ class Exchange:
         "remaining",
         "request",
         "responded",
-        "response_buffer",
+        "partial",
         "reused",
         "status",
         "timer",
         "until_close",
-        "upstream",
         "upstream_keep",
     )  # fmt: skip
 
@@ -367,12 +372,11 @@ class Exchange:
         self.keep = keep
         self.plain = keep and request.version == "HTTP/1.1" and request.method != "HEAD"
         """Whether a plain response (:func:`plain_response_length`) can go to the client unchanged."""
-        self.upstream = join_host_port(decision.host, decision.port)
         self.conn: UpstreamConnection | None = None
         self.reused = False
         self.status = 502
         self.responded = False
-        self.response_buffer: bytearray | None = bytearray()
+        self.partial: bytes | None = b""
         self.remaining = 0
         self.chunks: ChunkScanner | None = None
         self.until_close = False
@@ -380,6 +384,11 @@ class Exchange:
         self.timer: asyncio.TimerHandle | None = None
         self.dialling: asyncio.Task[None] | None = None
         self.done = False
+
+    @property
+    def upstream(self) -> str:
+        """The address dialled, as the record and the 502 answers give it."""
+        return join_host_port(self.decision.host, self.decision.port)
 
     def begin(self) -> None:
         timeout = self.client.proxy.options.upstream_timeout
@@ -426,21 +435,20 @@ class Exchange:
         if self.done:
             return
         self.reused = False  # the upstream has answered: a broken exchange is not retried any more
-        buffer = self.response_buffer
-        if buffer is None:
+        partial = self.partial
+        if partial is None:
             self.relay(data)
             return
-        if buffer:  # a head that came in pieces
-            buffer += data
-            data = bytes(buffer)
-            buffer.clear()
+        if partial:  # a head that came in pieces
+            data = partial + data
+            self.partial = b""
         self.read_response_head(data)
 
     def upstream_lost(self, exc: Exception | None) -> None:
         self.conn = None
         if self.done:
             return
-        if self.response_buffer is not None:  # no complete response head
+        if self.partial is not None:  # no complete response head
             if self.reused:  # a pooled connection the upstream had closed before it got the request
                 self.client.proxy.counters["retried_stale"] += 1
                 self.send(first=False)
@@ -469,8 +477,8 @@ class Exchange:
             if end < 0:
                 if len(data) - start >= MAX_HEAD_BYTES:
                     self.fail(f"message head larger than {MAX_HEAD_BYTES} bytes")
-                elif self.response_buffer is not None:
-                    self.response_buffer += data[start:]
+                elif self.partial is not None:
+                    self.partial = data[start:]
                 return
             raw = data[start : end + 4]
             start = end + 4
@@ -492,7 +500,7 @@ class Exchange:
         self.upstream_keep = keep_alive(response, response.start[0]) and not framing.until_close
         self.keep = self.keep and not framing.until_close
         out = response_head(response, self.request.version, self.keep, raw)
-        self.response_buffer = None
+        self.partial = None
         self.responded = True
         if framing.chunked:
             self.chunks = ChunkScanner()
@@ -525,7 +533,7 @@ class Exchange:
         received, both connections stay open, and the body is ``length`` bytes."""
         self.status = int(data[9:12])
         self.upstream_keep = True
-        self.response_buffer = None
+        self.partial = None
         self.responded = True
         size = len(data)
         if size - head_end >= length:  # all of it came at once: the usual case
@@ -560,7 +568,9 @@ class Exchange:
     def complete(self, *, extra: bool = False) -> None:
         """The whole response is with the client; the upstream connection goes back to the pool when both
         sides left it in step (nothing sent beyond the response)."""
-        self.finish_timers()
+        self.done = True
+        if self.timer is not None or self.dialling is not None:
+            self.finish_timers()
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.user = None
@@ -568,7 +578,7 @@ class Exchange:
                 self.client.proxy.pool.give_back(conn)
             else:
                 conn.close()
-        self.client.finished(self.request, self.status, self.keep, self.upstream)
+        self.client.finished(self.request, self.status, self.keep, self.decision)
 
     def fail(self, reason: str) -> None:
         if self.done:
@@ -584,7 +594,7 @@ class Exchange:
             self.client.write(simple_response(502, "Bad Gateway", f"{self.upstream}: {reason}", close=True))
             self.status = 502
         # the client has part of a response when one was begun: all that is left is to hang up
-        self.client.finished(self.request, self.status, False, self.upstream)
+        self.client.finished(self.request, self.status, False, self.decision)
 
     def abandon(self) -> None:
         """The client has gone: the upstream connection is mid-exchange, and closed."""
