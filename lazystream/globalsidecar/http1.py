@@ -102,7 +102,7 @@ def parse_head(data: bytes) -> Head:
     index: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or line[:1] in (" ", "\t"):
+        if not sep or not name or name != name.strip():  # a line that starts with space or tab is caught too
             raise BadMessage(f"bad header line {line[:100]!r}")
         value = value.strip()
         headers.append((name, value))

@@ -185,6 +185,11 @@ class ClientConnection(asyncio.Protocol):
         self.proxy.clients.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if not self.buffer and self.exchange is None and not self.write_paused and not self.closed:
+            end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+            if end >= 0 and end + 4 == len(data):  # the usual case: one whole request head, nothing else
+                self.serve_head(data, buffered=False)
+                return
         self.buffer += data
         if self.exchange is None and not self.write_paused:
             self.next_request()
@@ -245,9 +250,13 @@ class ClientConnection(asyncio.Protocol):
                 else:
                     self.close()
             return
-        head_end = end + 4
+        self.serve_head(bytes(buffer[: end + 4]), buffered=True)
+
+    def serve_head(self, raw: bytes, *, buffered: bool) -> None:
+        """Serve the request whose head is ``raw``: at the start of the buffer when ``buffered``, else all
+        that the client has sent so far, with nothing in the buffer (the usual case, without a copy)."""
         try:
-            head = parse_head(bytes(buffer[:head_end]))
+            head = parse_head(raw)
             if not head.start[2].startswith("HTTP/1."):
                 raise BadMessage(f"unsupported protocol {head.start[2][:20]!r}")
             index = head.names()
@@ -259,19 +268,28 @@ class ClientConnection(asyncio.Protocol):
         except BadMessage as exc:
             self.bad_request(str(exc))
             return
-        if not self.ordinary(head, framing):
+        ordinary = self.ordinary(head, framing)
+        if not buffered and (length or not ordinary):  # a body to wait for, or the streams take over
+            self.buffer += raw
+            buffered = True
+        if not ordinary:
             self.proxy.hand_to_streams(self)
             return
-        body_end = head_end + length
-        if len(buffer) < body_end:
-            if self.eof:  # the client stopped sending inside the body
-                self.close()
-            return  # the rest of the body is on its way
-        body = bytes(buffer[head_end:body_end]) if length else b""
-        del buffer[:body_end]
-        if self.read_paused and self.transport is not None:
-            self.read_paused = False
-            self.transport.resume_reading()
+        body = b""
+        if buffered:
+            buffer = self.buffer
+            head_end = len(raw)
+            body_end = head_end + length
+            if len(buffer) < body_end:
+                if self.eof:  # the client stopped sending inside the body
+                    self.close()
+                return  # the rest of the body is on its way
+            if length:
+                body = bytes(buffer[head_end:body_end])
+            del buffer[:body_end]
+            if self.read_paused and self.transport is not None:
+                self.read_paused = False
+                self.transport.resume_reading()
         self.start(ForwardedRequest(head, time.time(), time.perf_counter()), body)
 
     @staticmethod
