@@ -113,7 +113,8 @@ def parse_head(data: bytes) -> Head:
 
 
 _PLAIN_RESPONSE = re.compile(
-    rb"HTTP/1\.1 [2-5][0-9][0-9] [\t\x20-\x7e]*\r\n(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*\r\n"
+    rb"HTTP/1\.1 (?!204|304)[2-5][0-9][0-9] [\t\x20-\x7e]*\r\n"
+    rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*\r\n"
 )
 """A response head in plain ASCII, HTTP/1.1, with a final status and well-formed header lines: every head
 it matches, :func:`parse_head` parses without complaint."""
@@ -128,8 +129,8 @@ def plain_response_length(raw: bytes) -> int | None:
     """The body length of an ordinary response head ``raw``, found without parsing it into a :class:`Head`:
     HTTP/1.1 with a final status, well-formed ASCII header lines, one plain Content-Length, and no header
     that concerns the connection or the framing otherwise (Connection, Transfer-Encoding, hop-by-hop ones).
-    Such a head keeps the connection open and is passed on unchanged. None for every other head (parse it).
-    Not for responses to HEAD, nor 204 or 304 (no body whatever the header says)."""
+    Such a head keeps the connection open and is passed on unchanged. None for every other head (parse it),
+    and for 204 and 304 (no body whatever the header says). Not for responses to HEAD."""
     if _PLAIN_RESPONSE.fullmatch(raw) is None:
         return None
     lower = raw.lower()

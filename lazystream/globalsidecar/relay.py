@@ -318,10 +318,8 @@ class ClientConnection(asyncio.Protocol):
             HOP_HEADER in index,
             proxy.own_listeners,
         )
-        if "connection" in index:
-            keep = keep_alive(head, request.version)
-        else:  # no Connection header: HTTP/1.1's default
-            keep = request.version == "HTTP/1.1"
+        # without a Connection header, HTTP/1.1's default
+        keep = keep_alive(head, request.version) if "connection" in index else request.version == "HTTP/1.1"
         if isinstance(decision, Refuse):
             proxy.counters["refused"] += 1
             log.debug("refused (%d): %s", decision.status, decision.reason)
@@ -331,7 +329,9 @@ class ClientConnection(asyncio.Protocol):
             self.finished(request, decision.status, keep, None)
             return
         message = request.upstream_head(decision, proxy.options.instance)
-        self.exchange = exchange = Exchange(self, request, decision, message + body if body else message, keep)
+        self.exchange = exchange = Exchange(
+            self, request, decision, message + body if body else message, keep
+        )
         exchange.begin()
 
     def finished(self, request: ForwardedRequest, status: int, keep: bool, dialled: Forward | None) -> None:
@@ -363,11 +363,11 @@ class Exchange:
         "done",
         "keep",
         "message",
+        "partial",
         "plain",
         "remaining",
         "request",
         "responded",
-        "partial",
         "reused",
         "status",
         "timer",
@@ -486,7 +486,7 @@ class Exchange:
         if self.plain:
             end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4) + 4
             length = plain_response_length(data[:end]) if end > 12 else None
-            if length is not None and data[9:12] not in (b"204", b"304"):
+            if length is not None:
                 self.plain_response(data, end, length)
                 return
         start = 0
