@@ -1,11 +1,15 @@
 """``lazystream global-sidecar`` next to direct calls to the same upstream, in the same run: the latency the
 proxy adds (p50, p99) at a fixed request rate, and requests/s at saturation.
 
-The upstream is a fixed small HTTP/1.1 server (a 256-byte body) in its own process; the proxy runs as the
-real command (records off, no Service cache) in another; this process is the load generator, over
-keep-alive connections. Direct and proxied rounds alternate, so drift affects both alike.
+The upstream is a fixed small HTTP/1.1 server (a 256-byte body) in its own process, on the standard
+library's event loop; the proxy runs as the real command (records off, no Service cache, on its default
+event loop, uvloop) in another; this process is the load generator, over keep-alive connections, on the
+standard library's loop too. Direct and proxied rounds alternate, so drift affects both alike. The CPU time
+each process used per request at saturation (from ``/proc``) is reported too: on a shared machine it is
+steadier than requests/s.
 
     python -m bench.bench_proxy [seconds-per-round]
+    LAZYSTREAM_GLOBAL_SIDECAR_EVENT_LOOP=asyncio python -m bench.bench_proxy   # the proxy on asyncio's loop
 
 Targets (issue 8): p99 added <= 2 ms at 1k req/s; throughput >= 0.5 x direct.
 """
@@ -13,13 +17,16 @@ Targets (issue 8): p99 added <= 2 ms at 1k req/s; throughput >= 0.5 x direct.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BODY = b"x" * 256
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
@@ -130,6 +137,36 @@ async def saturate(port: int, request: bytes, seconds: float, conns: int = 16) -
     return done / elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far (``/proc/<pid>/stat`` fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuMeter:
+    """CPU time per request of each process, over the saturated rounds."""
+
+    pids: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+    requests: int = 0
+
+    async def measure(self, saturated_round: Coroutine[Any, Any, float]) -> float:
+        """Run one saturated round; its requests/s."""
+        before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        start = time.perf_counter()
+        rps = await saturated_round
+        elapsed = time.perf_counter() - start
+        for name, pid in self.pids.items():
+            self.seconds[name] = self.seconds.get(name, 0.0) + cpu_seconds(pid) - before[name]
+        self.requests += round(rps * elapsed)
+        return rps
+
+    def __str__(self) -> str:
+        each = (f"{name} {1e6 * used / max(1, self.requests):.0f} µs" for name, used in self.seconds.items())
+        return ", ".join(each)
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -142,6 +179,9 @@ class ProxyFigures:
     proxy_latencies: list[float] = field(default_factory=list)
     direct_rps: list[float] = field(default_factory=list)
     proxy_rps: list[float] = field(default_factory=list)
+    event_loop: str = "uvloop"
+    direct_cpu: CpuMeter | None = None
+    proxy_cpu: CpuMeter | None = None
 
     def p(self, which: list[float], q: float) -> float:
         return quantile(which, q) * 1000
@@ -167,6 +207,9 @@ class ProxyFigures:
             f"p99 {self.added_p99_ms:.3f} ms"
             f"\nsaturated: direct {statistics.median(self.direct_rps):,.0f} req/s, proxy "
             f"{statistics.median(self.proxy_rps):,.0f} req/s (x{self.throughput_ratio:.2f})"
+            f"\nCPU per request at saturation: direct calls: {self.direct_cpu}; "
+            f"proxied calls: {self.proxy_cpu}"
+            f"\nproxy event loop: {self.event_loop}"
         )
 
 
@@ -207,13 +250,20 @@ async def run(seconds: float = 5.0, rounds: int = 3, rate: float = 1000.0) -> Pr
             b"GET /details/0 HTTP/1.1\r\nHost: details\r\nUser-Agent: bench\r\nSlime-Source-Ns: default\r\n"
             b"Slime-Orig-Dest: 127.0.0.1:%d\r\n\r\n" % upstream_port
         )
-        figures = ProxyFigures(rate)
+        figures = ProxyFigures(
+            rate, event_loop=os.environ.get("LAZYSTREAM_GLOBAL_SIDECAR_EVENT_LOOP", "uvloop")
+        )
+        own = {"load generator": os.getpid(), "upstream": upstream.pid}
+        direct_cpu = figures.direct_cpu = CpuMeter(own)
+        proxy_cpu = figures.proxy_cpu = CpuMeter({**own, "proxy": proxy.pid})
         await paced(proxy_port, proxy_request, rate, min(1.0, seconds))  # warm-up: connections, code paths
         for _ in range(rounds):
             figures.direct_latencies += await paced(upstream_port, direct_request, rate, seconds)
             figures.proxy_latencies += await paced(proxy_port, proxy_request, rate, seconds)
-            figures.direct_rps.append(await saturate(upstream_port, direct_request, seconds))
-            figures.proxy_rps.append(await saturate(proxy_port, proxy_request, seconds))
+            figures.direct_rps.append(
+                await direct_cpu.measure(saturate(upstream_port, direct_request, seconds))
+            )
+            figures.proxy_rps.append(await proxy_cpu.measure(saturate(proxy_port, proxy_request, seconds)))
         return figures
     finally:
         for proc in (proxy, upstream):

@@ -150,6 +150,12 @@ def worker(
     help="Complete short names only for Services that exist (watches Services; globalSidecar.serviceCache).",
 )
 @click.option(
+    "--event-loop",
+    type=click.Choice(["uvloop", "asyncio"]),
+    help="The event loop the proxy runs on: uvloop (libuv's, fast; the default) or asyncio (the standard "
+    "library's) (globalSidecar.eventLoop).",
+)
+@click.option(
     "--loglevel",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -166,6 +172,7 @@ def global_sidecar(
     forward_host: str | None,
     forward_port: int | None,
     service_cache: bool | None,
+    event_loop: str | None,
     loglevel: str,
 ) -> None:
     """Run the global-sidecar: the proxy that carries calls to services a workload's Sidecar lacks.
@@ -178,7 +185,8 @@ def global_sidecar(
     (reloaded on change). Each request yields one JSON record (peer address, X-Forwarded-For,
     Slime-Source-Ns, client certificate principal, authority, original destination, status, duration) on
     standard output or to Fluent Bit's forward input, from where lazystream's worker learns the caller's
-    dependency. Settings: the globalSidecar section, LAZYSTREAM_GLOBAL_SIDECAR_<FIELD>, these options.
+    dependency. It runs on uvloop's event loop unless told otherwise (--event-loop asyncio). Settings: the
+    globalSidecar section, LAZYSTREAM_GLOBAL_SIDECAR_<FIELD>, these options.
     """
     from lazystream.globalsidecar.app import run as run_global_sidecar
 
@@ -192,6 +200,7 @@ def global_sidecar(
             "globalSidecar.forwardHost": forward_host,
             "globalSidecar.forwardPort": forward_port,
             "globalSidecar.serviceCache": service_cache,
+            "globalSidecar.eventLoop": event_loop,
             "kube.kubeconfig": kubeconfig,
         },
     )

@@ -975,6 +975,7 @@ class LeaderElectionSettings:
 
 
 RecordsSink = Literal["stdout", "forward", "none"]
+EventLoop = Literal["uvloop", "asyncio"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -1044,6 +1045,11 @@ class GlobalSidecarSettings:
 
     queue_size: int = 10000
     """Records queued for the writer thread before new ones are dropped (and counted)."""
+
+    event_loop: EventLoop = "uvloop"
+    """The proxy's asyncio event loop: ``uvloop`` (libuv's, the default: on the default loop the loop's own
+    bookkeeping and its socket calls were most of the proxy's CPU per request) or ``asyncio`` (the standard
+    library's, e.g. to tell a uvloop problem from the proxy's own)."""
 
     def __post_init__(self) -> None:
         if not self.listen_address:

@@ -88,18 +88,26 @@ def join_host_port(host: str, port: int | None) -> str:
     return host if port is None else f"{host}:{port}"
 
 
-def complete_authority(authority: str, source_ns: str | None, exists: ServiceExists | None) -> str:
-    """Step 1: ``name[:port]`` → ``name.<source_ns>[:port]`` when the Service exists (or without a cache)."""
+def completion_candidate(authority: str, source_ns: str | None) -> tuple[str, str] | None:
+    """The Service ``(namespace, name)`` whose existence decides step 1 for this Host, or None when the
+    Host is not a completable short name (then the Service cache is not asked)."""
     if not source_ns or "." in authority:
-        return authority
+        return None
     parts = split_host_port(authority)
     if parts is None:
-        return authority
-    name, port = parts
+        return None
+    name = parts[0]
     if not _LABEL.fullmatch(name) or not _LABEL.fullmatch(source_ns):
+        return None
+    return source_ns.lower(), name.lower()
+
+
+def complete_authority(authority: str, source_ns: str | None, exists: ServiceExists | None) -> str:
+    """Step 1: ``name[:port]`` → ``name.<source_ns>[:port]`` when the Service exists (or without a cache)."""
+    candidate = completion_candidate(authority, source_ns)
+    if candidate is None or (exists is not None and not exists(*candidate)):
         return authority
-    if exists is not None and not exists(source_ns.lower(), name.lower()):
-        return authority
+    name, port = split_host_port(authority) or (authority, None)
     return join_host_port(f"{name}.{source_ns}", port)
 
 
@@ -158,6 +166,71 @@ def decide(
     if targets_self(dial_host, dial_port, own_listeners):
         return Refuse(502, f"loop: {join_host_port(dial_host, dial_port)} is this global-sidecar")
     return Forward(dial_host, dial_port, host_header)
+
+
+_RequestKey = tuple[str | None, str | None, str | None, int, bool, bool]
+_Known = tuple[tuple[str, str] | None, Forward | Refuse, Forward | Refuse]
+
+
+class Decisions:
+    """:func:`decide`, remembered per distinct request (callers repeat the same few Hosts and destinations),
+    for the proxy's hot path. Exact: the one input that can change under a remembered decision, whether the
+    short name's Service exists, is asked of ``exists`` on every call, and both outcomes are remembered;
+    a new list of listeners forgets everything. At most ``size`` requests are remembered (then all are
+    forgotten), so a caller that sends ever new Hosts costs memory nothing and time only a miss."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._known: dict[_RequestKey, _Known] = {}
+        self._listeners: Collection[tuple[str, int]] | None = None
+
+    def decide(
+        self,
+        authority: str | None,
+        source_ns: str | None,
+        orig_dest: str | None,
+        listener_port: int,
+        exists: ServiceExists | None,
+        prefer_listener_port: bool,
+        looped: bool,
+        own_listeners: Collection[tuple[str, int]],
+    ) -> Forward | Refuse:
+        """What :func:`decide` answers for the same arguments."""
+        if own_listeners is not self._listeners:
+            self._known.clear()
+            self._listeners = own_listeners
+        key = (authority, source_ns, orig_dest, listener_port, prefer_listener_port, looped)
+        known = self._known.get(key)
+        if known is None:
+            known = self._learn(key, own_listeners)
+        candidate, when_exists, otherwise = known
+        if candidate is None or exists is None or exists(*candidate):
+            return when_exists
+        return otherwise
+
+    def _learn(self, key: _RequestKey, own_listeners: Collection[tuple[str, int]]) -> _Known:
+        authority, source_ns, orig_dest, listener_port, prefer_listener_port, looped = key
+
+        def outcome(exists: ServiceExists | None) -> Forward | Refuse:
+            return decide(
+                authority=authority,
+                source_ns=source_ns,
+                orig_dest=orig_dest,
+                listener_port=listener_port,
+                exists=exists,
+                prefer_listener_port=prefer_listener_port,
+                looped=looped,
+                own_listeners=own_listeners,
+            )
+
+        when_exists = outcome(None)
+        candidate = completion_candidate(authority, source_ns) if authority and not looped else None
+        otherwise = when_exists if candidate is None else outcome(lambda _ns, _name: False)
+        if len(self._known) >= self.size:
+            self._known.clear()
+        known: _Known = (candidate, when_exists, otherwise)
+        self._known[key] = known
+        return known
 
 
 def targets_self(host: str, port: int, own_listeners: Collection[tuple[str, int]]) -> bool:

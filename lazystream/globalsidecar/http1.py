@@ -7,6 +7,7 @@ as it needs to find where a message ends, so it never buffers a whole body and n
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -39,6 +40,11 @@ class Head:
     headers: list[tuple[str, str]] = field(default_factory=list)
     _index: dict[str, str] | None = field(default=None, repr=False, compare=False)
     _tokens: set[str] | None = field(default=None, repr=False, compare=False)
+    lines: list[str] | None = field(default=None, repr=False, compare=False)
+    """The head's lines as received (start line first), when parsed: header lines are passed on from here
+    as they are, without formatting them anew."""
+    lowered: list[str] | None = field(default=None, repr=False, compare=False)
+    """The header names in lower case, in the order of ``headers`` (when parsed)."""
 
     def get(self, name: str) -> str | None:
         """The value of header ``name`` (lower case), several joined with ``,``; None when absent."""
@@ -92,16 +98,49 @@ def parse_head(data: bytes) -> Head:
     if len(parts) == 2:
         parts.append("")
     headers = []
+    lowered = []
     index: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or line[:1] in (" ", "\t"):
+        if not sep or not name or name != name.strip():  # a line that starts with space or tab is caught too
             raise BadMessage(f"bad header line {line[:100]!r}")
         value = value.strip()
         headers.append((name, value))
         lower = name.lower()
+        lowered.append(lower)
         index[lower] = f"{index[lower]},{value}" if lower in index else value
-    return Head((parts[0], parts[1], parts[2]), headers, index)
+    return Head((parts[0], parts[1], parts[2]), headers, index, None, lines, lowered)
+
+
+_PLAIN_RESPONSE = re.compile(
+    rb"HTTP/1\.1 (?!204|304)[2-5][0-9][0-9] [\t\x20-\x7e]*\r\n"
+    rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*\r\n"
+)
+"""A response head in plain ASCII, HTTP/1.1, with a final status and well-formed header lines: every head
+it matches, :func:`parse_head` parses without complaint."""
+_SPECIAL_RESPONSE_HEADER = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-connection|proxy-authenticate|proxy-authorization|te|upgrade"
+    rb"|transfer-encoding)[\t ]*:"
+)
+_CONTENT_LENGTH = b"\r\ncontent-length:"
+
+
+def plain_response_length(raw: bytes) -> int | None:
+    """The body length of an ordinary response head ``raw``, found without parsing it into a :class:`Head`:
+    HTTP/1.1 with a final status, well-formed ASCII header lines, one plain Content-Length, and no header
+    that concerns the connection or the framing otherwise (Connection, Transfer-Encoding, hop-by-hop ones).
+    Such a head keeps the connection open and is passed on unchanged. None for every other head (parse it),
+    and for 204 and 304 (no body whatever the header says). Not for responses to HEAD."""
+    if _PLAIN_RESPONSE.fullmatch(raw) is None:
+        return None
+    lower = raw.lower()
+    if _SPECIAL_RESPONSE_HEADER.search(lower) is not None:
+        return None
+    at = lower.find(_CONTENT_LENGTH)
+    if at < 0 or lower.find(_CONTENT_LENGTH, at + 17) >= 0:
+        return None
+    value = lower[at + 17 : lower.find(b"\r\n", at + 17)].strip()
+    return int(value) if value.isdigit() else None
 
 
 def serialize(start: tuple[str, str, str], headers: list[tuple[str, str]]) -> bytes:

@@ -183,7 +183,8 @@ class UpstreamPool:
     def give_back(self, conn: UpstreamConnection) -> None:
         """Keep a hot-path connection whose exchange ended in step, for the next request."""
         idle = self._idle_protocols[conn.address]
-        if len(idle) >= self.max_idle or not conn.usable(time.monotonic(), self.idle_seconds):
+        transport = conn.transport
+        if len(idle) >= self.max_idle or conn.closed or transport is None or transport.is_closing():
             conn.close()
             return
         conn.user = None

@@ -22,6 +22,7 @@ from typing import Any
 
 from lazystream.domain.forwarding import (
     HOP_HEADER,
+    Decisions,
     Forward,
     Refuse,
     ServiceExists,
@@ -30,7 +31,7 @@ from lazystream.domain.forwarding import (
     format_address,
     join_host_port,
 )
-from lazystream.globalsidecar.emit import Emitter
+from lazystream.globalsidecar.emit import Emitter, NullEmitter
 from lazystream.globalsidecar.http1 import (
     MAX_HEAD_BYTES,
     BadMessage,
@@ -91,6 +92,10 @@ class Proxy:
         self.options = options
         self.pool = pool
         self.emitter = emitter
+        self.count_only = emitter if isinstance(emitter, NullEmitter) else None
+        """With records off, requests are counted there and no record is built."""
+        self.decisions = Decisions()
+        """:func:`decide`'s answers, remembered for the hot path."""
         self.exists = exists
         self.listen_address = listen_address
         self.servers: dict[int, asyncio.Server] = {}
@@ -98,18 +103,14 @@ class Proxy:
         self.clients: set[ClientConnection] = set()
         """Connections on the hot path."""
         self._handlers: set[asyncio.Task[None]] = set()
-        self._own_listeners: list[tuple[str, int]] = []
+        self.own_listeners: list[tuple[str, int]] = []
+        """The bound ``(address, port)`` pairs; a new list whenever they change, not one per request."""
 
     # -- listeners ----------------------------------------------------------------------------------------
 
     @property
     def ports(self) -> frozenset[int]:
         return frozenset(self.servers)
-
-    @property
-    def own_listeners(self) -> list[tuple[str, int]]:
-        """The bound ``(address, port)`` pairs; kept, not rebuilt per request."""
-        return self._own_listeners
 
     async def listen(self, port: int) -> None:
         if port in self.servers:
@@ -118,14 +119,14 @@ class Proxy:
         self.servers[port] = await loop.create_server(
             lambda: ClientConnection(self, port), self.listen_address, port, reuse_address=True, backlog=1024
         )
-        self._own_listeners = [(self.listen_address, p) for p in self.servers]
+        self.own_listeners = [(self.listen_address, p) for p in self.servers]
         log.info("listening on %s", join_host_port(self.listen_address, port))
 
     async def unlisten(self, port: int, grace: float = 10.0) -> None:
         server = self.servers.pop(port, None)
         if server is None:
             return
-        self._own_listeners = [(self.listen_address, p) for p in self.servers]
+        self.own_listeners = [(self.listen_address, p) for p in self.servers]
         server.close()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):

@@ -30,7 +30,6 @@ from lazystream.domain.forwarding import (
     Refuse,
     access_record,
     connection_is_self,
-    decide,
     format_address,
     join_host_port,
     principal_from_xfcc,
@@ -38,12 +37,14 @@ from lazystream.domain.forwarding import (
 from lazystream.globalsidecar.http1 import (
     HOP_BY_HOP,
     MAX_HEAD_BYTES,
+    NO_BODY,
     BadMessage,
     Framing,
     Head,
     forwardable,
     keep_alive,
     parse_head,
+    plain_response_length,
     request_framing,
     response_framing,
     serialize,
@@ -63,6 +64,7 @@ REASONS = {400: "Bad Request", 502: "Bad Gateway"}
 MAX_CHUNK_LINE = 4096
 _STATUS_KEYS = {n: f"status_{n}xx" for n in range(1, 6)}
 _DROP_REQUEST = frozenset({"host", SOURCE_NS_HEADER, ORIG_DEST_HEADER, HOP_HEADER})
+_DROP_UPSTREAM = _DROP_REQUEST | HOP_BY_HOP
 
 
 class ForwardedRequest:
@@ -83,30 +85,38 @@ class ForwardedRequest:
     def __init__(self, head: Head, started: float, t0: float) -> None:
         self.head = head
         self.method, target, self.version = head.start
-        authority = head.get("host")
+        index = head.names()
+        authority = index.get("host")
         if target.startswith(("http://", "HTTP://")):  # absolute form: the target names the host
             rest = target[7:]
             slash = rest.find("/")
             authority, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
         self.target = target
         self.authority = authority
-        self.source_ns = head.get(SOURCE_NS_HEADER)
-        self.orig_dest = head.get(ORIG_DEST_HEADER)
+        self.source_ns = index.get(SOURCE_NS_HEADER)
+        self.orig_dest = index.get(ORIG_DEST_HEADER)
         self.started = started
         self.t0 = t0
 
     def upstream_head(self, decision: Forward, instance: str, upgrade: str | None = None) -> bytes:
         """The request head for the upstream: the completed Host, no hop-by-hop or Slime headers, the loop
-        marker added."""
-        tokens = self.head.connection_tokens()
-        headers = [
-            ("Host", decision.authority),
-            *(kv for kv in forwardable(self.head.headers, tokens) if kv[0].lower() not in _DROP_REQUEST),
-            (HOP_HEADER, instance),
-        ]
+        marker added. The other header lines go on as they were received, in one string built once."""
+        head = self.head
+        lines, lowered = head.lines, head.lowered
+        if lines is None or lowered is None:  # a Head built by hand, not parsed
+            tokens = head.connection_tokens()
+            headers = [kv for kv in forwardable(head.headers, tokens) if kv[0].lower() not in _DROP_REQUEST]
+            lines, lowered = ["", *(f"{k}: {v}" for k, v in headers)], [k.lower() for k, _ in headers]
+            drop: frozenset[str] = frozenset()
+        else:
+            tokens = head.connection_tokens()
+            drop = _DROP_UPSTREAM.union(tokens) if tokens else _DROP_UPSTREAM
+        kept = [lines[i] for i, name in enumerate(lowered, 1) if name not in drop]
+        kept.append(f"{HOP_HEADER}: {instance}")
         if upgrade is not None:
-            headers += [("Connection", "upgrade"), ("Upgrade", upgrade)]
-        return serialize((self.method, self.target, "HTTP/1.1"), headers)
+            kept += ["Connection: upgrade", f"Upgrade: {upgrade}"]
+        text = f"{self.method} {self.target} HTTP/1.1\r\nHost: {decision.authority}\r\n"
+        return (text + "\r\n".join(kept) + "\r\n\r\n").encode("latin-1")
 
     def record(self, peer_address: str, peer_ip: str, status: int, upstream: str | None) -> dict[str, object]:
         head = self.head
@@ -175,6 +185,11 @@ class ClientConnection(asyncio.Protocol):
         self.proxy.clients.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if not self.buffer and self.exchange is None and not self.write_paused and not self.closed:
+            end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+            if end >= 0 and end + 4 == len(data):  # the usual case: one whole request head, nothing else
+                self.serve_head(data, buffered=False)
+                return
         self.buffer += data
         if self.exchange is None and not self.write_paused:
             self.next_request()
@@ -223,6 +238,8 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or self.exchange is not None:
             return
         buffer = self.buffer
+        if not buffer and not self.eof:  # the usual case after an answer: nothing more sent yet
+            return
         end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
         if end < 0:
             if len(buffer) >= MAX_HEAD_BYTES:
@@ -233,28 +250,46 @@ class ClientConnection(asyncio.Protocol):
                 else:
                     self.close()
             return
-        head_end = end + 4
+        self.serve_head(bytes(buffer[: end + 4]), buffered=True)
+
+    def serve_head(self, raw: bytes, *, buffered: bool) -> None:
+        """Serve the request whose head is ``raw``: at the start of the buffer when ``buffered``, else all
+        that the client has sent so far, with nothing in the buffer (the usual case, without a copy)."""
         try:
-            head = parse_head(bytes(buffer[:head_end]))
+            head = parse_head(raw)
             if not head.start[2].startswith("HTTP/1."):
                 raise BadMessage(f"unsupported protocol {head.start[2][:20]!r}")
-            framing = request_framing(head)
+            index = head.names()
+            if "content-length" in index or "transfer-encoding" in index:
+                framing = request_framing(head)
+                length = framing.length
+            else:  # the usual case: no body
+                framing, length = NO_BODY, 0
         except BadMessage as exc:
             self.bad_request(str(exc))
             return
-        if not self.ordinary(head, framing):
+        ordinary = self.ordinary(head, framing)
+        if not buffered and (length or not ordinary):  # a body to wait for, or the streams take over
+            self.buffer += raw
+            buffered = True
+        if not ordinary:
             self.proxy.hand_to_streams(self)
             return
-        body_end = head_end + framing.length
-        if len(buffer) < body_end:
-            if self.eof:  # the client stopped sending inside the body
-                self.close()
-            return  # the rest of the body is on its way
-        body = bytes(buffer[head_end:body_end])
-        del buffer[:body_end]
-        if self.read_paused and self.transport is not None:
-            self.read_paused = False
-            self.transport.resume_reading()
+        body = b""
+        if buffered:
+            buffer = self.buffer
+            head_end = len(raw)
+            body_end = head_end + length
+            if len(buffer) < body_end:
+                if self.eof:  # the client stopped sending inside the body
+                    self.close()
+                return  # the rest of the body is on its way
+            if length:
+                body = bytes(buffer[head_end:body_end])
+            del buffer[:body_end]
+            if self.read_paused and self.transport is not None:
+                self.read_paused = False
+                self.transport.resume_reading()
         self.start(ForwardedRequest(head, time.time(), time.perf_counter()), body)
 
     @staticmethod
@@ -262,8 +297,7 @@ class ClientConnection(asyncio.Protocol):
         """Whether the hot path serves this request: a small Content-Length body or none, no upgrade."""
         if framing.chunked or framing.length > BUFFERED_BODY_BYTES or head.start[0] == "CONNECT":
             return False
-        connection = head.get("connection")
-        return connection is None or "upgrade" not in head.connection_tokens()
+        return "connection" not in head.names() or "upgrade" not in head.connection_tokens()
 
     def bad_request(self, reason: str) -> None:
         self.proxy.counters["bad_requests"] += 1
@@ -273,17 +307,19 @@ class ClientConnection(asyncio.Protocol):
     def start(self, request: ForwardedRequest, body: bytes) -> None:
         proxy = self.proxy
         head = request.head
-        decision = decide(
-            authority=request.authority,
-            source_ns=request.source_ns,
-            orig_dest=request.orig_dest,
-            listener_port=self.port,
-            exists=proxy.exists,
-            prefer_listener_port=proxy.options.prefer_listener_port,
-            looped=head.get(HOP_HEADER) is not None,
-            own_listeners=proxy.own_listeners,
+        index = head.names()
+        decision = proxy.decisions.decide(
+            request.authority,
+            request.source_ns,
+            request.orig_dest,
+            self.port,
+            proxy.exists,
+            proxy.options.prefer_listener_port,
+            HOP_HEADER in index,
+            proxy.own_listeners,
         )
-        keep = keep_alive(head, request.version)
+        # without a Connection header, HTTP/1.1's default
+        keep = keep_alive(head, request.version) if "connection" in index else request.version == "HTTP/1.1"
         if isinstance(decision, Refuse):
             proxy.counters["refused"] += 1
             log.debug("refused (%d): %s", decision.status, decision.reason)
@@ -293,15 +329,21 @@ class ClientConnection(asyncio.Protocol):
             self.finished(request, decision.status, keep, None)
             return
         message = request.upstream_head(decision, proxy.options.instance)
-        self.exchange = Exchange(self, request, decision, message + body if body else message, keep)
-        self.exchange.begin()
+        self.exchange = exchange = Exchange(
+            self, request, decision, message + body if body else message, keep
+        )
+        exchange.begin()
 
-    def finished(self, request: ForwardedRequest, status: int, keep: bool, upstream: str | None) -> None:
+    def finished(self, request: ForwardedRequest, status: int, keep: bool, dialled: Forward | None) -> None:
         """One request answered: count it, report it, and go on with the next or hang up."""
         self.exchange = None
         proxy = self.proxy
         proxy.counters[_STATUS_KEYS.get(status // 100) or f"status_{status // 100}xx"] += 1
-        proxy.emitter.emit(request.record(self.peer_address, self.peer_ip, status, upstream))
+        if proxy.count_only is None:
+            upstream = None if dialled is None else join_host_port(dialled.host, dialled.port)
+            proxy.emitter.emit(request.record(self.peer_address, self.peer_ip, status, upstream))
+        else:  # records off: none is built
+            proxy.count_only.emitted += 1
         if not keep:
             self.close()
         elif not self.write_paused:
@@ -321,15 +363,15 @@ class Exchange:
         "done",
         "keep",
         "message",
+        "partial",
+        "plain",
         "remaining",
         "request",
         "responded",
-        "response_buffer",
         "reused",
         "status",
         "timer",
         "until_close",
-        "upstream",
         "upstream_keep",
     )  # fmt: skip
 
@@ -346,12 +388,13 @@ class Exchange:
         self.decision = decision
         self.message = message
         self.keep = keep
-        self.upstream = join_host_port(decision.host, decision.port)
+        self.plain = keep and request.version == "HTTP/1.1" and request.method != "HEAD"
+        """Whether a plain response (:func:`plain_response_length`) can go to the client unchanged."""
         self.conn: UpstreamConnection | None = None
         self.reused = False
         self.status = 502
         self.responded = False
-        self.response_buffer: bytearray | None = bytearray()
+        self.partial: bytes | None = b""
         self.remaining = 0
         self.chunks: ChunkScanner | None = None
         self.until_close = False
@@ -359,6 +402,11 @@ class Exchange:
         self.timer: asyncio.TimerHandle | None = None
         self.dialling: asyncio.Task[None] | None = None
         self.done = False
+
+    @property
+    def upstream(self) -> str:
+        """The address dialled, as the record and the 502 answers give it."""
+        return join_host_port(self.decision.host, self.decision.port)
 
     def begin(self) -> None:
         timeout = self.client.proxy.options.upstream_timeout
@@ -405,21 +453,20 @@ class Exchange:
         if self.done:
             return
         self.reused = False  # the upstream has answered: a broken exchange is not retried any more
-        buffer = self.response_buffer
-        if buffer is None:
+        partial = self.partial
+        if partial is None:
             self.relay(data)
             return
-        if buffer:  # a head that came in pieces
-            buffer += data
-            data = bytes(buffer)
-            buffer.clear()
+        if partial:  # a head that came in pieces
+            data = partial + data
+            self.partial = b""
         self.read_response_head(data)
 
     def upstream_lost(self, exc: Exception | None) -> None:
         self.conn = None
         if self.done:
             return
-        if self.response_buffer is not None:  # no complete response head
+        if self.partial is not None:  # no complete response head
             if self.reused:  # a pooled connection the upstream had closed before it got the request
                 self.client.proxy.counters["retried_stale"] += 1
                 self.send(first=False)
@@ -436,14 +483,20 @@ class Exchange:
     def read_response_head(self, data: bytes) -> None:
         """Parse the response head at the start of ``data`` (interim responses relayed first), then pass
         the head and the body bytes that came with it to the client in one write."""
+        if self.plain:
+            end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4) + 4
+            length = plain_response_length(data[:end]) if end > 12 else None
+            if length is not None:
+                self.plain_response(data, end, length)
+                return
         start = 0
         while True:
             end = data.find(b"\r\n\r\n", start, start + MAX_HEAD_BYTES + 4)
             if end < 0:
                 if len(data) - start >= MAX_HEAD_BYTES:
                     self.fail(f"message head larger than {MAX_HEAD_BYTES} bytes")
-                elif self.response_buffer is not None:
-                    self.response_buffer += data[start:]
+                elif self.partial is not None:
+                    self.partial = data[start:]
                 return
             raw = data[start : end + 4]
             start = end + 4
@@ -465,7 +518,7 @@ class Exchange:
         self.upstream_keep = keep_alive(response, response.start[0]) and not framing.until_close
         self.keep = self.keep and not framing.until_close
         out = response_head(response, self.request.version, self.keep, raw)
-        self.response_buffer = None
+        self.partial = None
         self.responded = True
         if framing.chunked:
             self.chunks = ChunkScanner()
@@ -493,6 +546,21 @@ class Exchange:
         if ended:
             self.complete(extra=take < size)
 
+    def plain_response(self, data: bytes, head_end: int, length: int) -> None:
+        """The usual response, recognised by :func:`plain_response_length`: its head goes to the client as
+        received, both connections stay open, and the body is ``length`` bytes."""
+        self.status = int(data[9:12])
+        self.upstream_keep = True
+        self.partial = None
+        self.responded = True
+        size = len(data)
+        if size - head_end >= length:  # all of it came at once: the usual case
+            self.client.write(data if size == head_end + length else data[: head_end + length])
+            self.complete(extra=size > head_end + length)
+            return
+        self.remaining = length - (size - head_end)
+        self.client.write(data)
+
     def relay(self, data: bytes) -> None:
         try:
             take, ended = self.measure(data)
@@ -518,7 +586,9 @@ class Exchange:
     def complete(self, *, extra: bool = False) -> None:
         """The whole response is with the client; the upstream connection goes back to the pool when both
         sides left it in step (nothing sent beyond the response)."""
-        self.finish_timers()
+        self.done = True
+        if self.timer is not None or self.dialling is not None:
+            self.finish_timers()
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.user = None
@@ -526,7 +596,7 @@ class Exchange:
                 self.client.proxy.pool.give_back(conn)
             else:
                 conn.close()
-        self.client.finished(self.request, self.status, self.keep, self.upstream)
+        self.client.finished(self.request, self.status, self.keep, self.decision)
 
     def fail(self, reason: str) -> None:
         if self.done:
@@ -542,7 +612,7 @@ class Exchange:
             self.client.write(simple_response(502, "Bad Gateway", f"{self.upstream}: {reason}", close=True))
             self.status = 502
         # the client has part of a response when one was begun: all that is left is to hang up
-        self.client.finished(self.request, self.status, False, self.upstream)
+        self.client.finished(self.request, self.status, False, self.decision)
 
     def abandon(self) -> None:
         """The client has gone: the upstream connection is mid-exchange, and closed."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lazystream.domain.forwarding import (
+    Decisions,
     Forward,
     Refuse,
     access_record,
@@ -237,3 +240,66 @@ def test_the_record_is_what_the_worker_parses_and_the_testing_kit_builds() -> No
         source_namespace="default",
         original_destination="10.96.0.20:9080",
     )
+
+
+AUTHORITIES = st.one_of(
+    st.none(),
+    st.sampled_from(["", "details", "details:9080", "Details", "ratings", "a.b", "10.0.0.1:80", "[::1]:80"]),
+    st.sampled_from(["details:0", "details:x", "127.0.0.1:8080", "localhost:8080", "-bad-"]),
+)
+ORIG_DESTS = st.one_of(
+    st.none(), st.sampled_from(["10.0.0.9:9080", "127.0.0.1:8080", "127.0.0.1", "x:1", ""])
+)
+NAMESPACES = st.one_of(st.none(), st.sampled_from(["", "default", "Default", "other", "bad_ns"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    requests=st.lists(
+        st.tuples(
+            AUTHORITIES, NAMESPACES, ORIG_DESTS, st.sampled_from([8080, 9080]), st.booleans(), st.booleans()
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    services=st.lists(st.frozensets(st.sampled_from(sorted(SERVICES | {("other", "details")}))), min_size=1),
+    cache=st.booleans(),
+)
+def test_remembered_decisions_are_decide_s_answers(
+    requests: list[tuple[str | None, str | None, str | None, int, bool, bool]],
+    services: list[frozenset[tuple[str, str]]],
+    cache: bool,
+) -> None:
+    """Every request twice (the second from memory), while the Services that exist change in between."""
+    decisions = Decisions(size=8)
+    listeners = [("0.0.0.0", 8080)]
+    for i, (authority, source_ns, orig_dest, port, prefer, looped) in enumerate(requests * 2):
+        known = services[i % len(services)]
+
+        def present(ns: str, name: str, known: frozenset[tuple[str, str]] = known) -> bool:
+            return (ns, name) in known
+
+        service_exists = present if cache else None
+        expected = decide(
+            authority=authority,
+            source_ns=source_ns,
+            orig_dest=orig_dest,
+            listener_port=port,
+            exists=service_exists,
+            prefer_listener_port=prefer,
+            looped=looped,
+            own_listeners=listeners,
+        )
+        got = decisions.decide(
+            authority, source_ns, orig_dest, port, service_exists, prefer, looped, listeners
+        )
+        assert got == expected
+
+
+def test_remembered_decisions_are_forgotten_when_the_listeners_change() -> None:
+    decisions = Decisions()
+    first = decisions.decide("x", None, "127.0.0.1:9090", 8080, None, False, False, [("0.0.0.0", 8080)])
+    assert isinstance(first, Forward)
+    again = decisions.decide("x", None, "127.0.0.1:9090", 8080, None, False, False, [("0.0.0.0", 9090)])
+    assert isinstance(again, Refuse)
+    assert again.status == 502  # now a listener of its own

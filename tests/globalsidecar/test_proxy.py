@@ -348,3 +348,68 @@ def test_the_chunk_scanner_finds_the_end_at_every_split() -> None:
         assert scanner.feed(body[split:] + b"GET /next") == (len(body) - split, True)
     with pytest.raises(BadMessage):
         ChunkScanner().feed(b"zz\r\n")
+
+
+async def test_the_test_runs_on_the_loop_its_id_names(request: pytest.FixtureRequest) -> None:
+    from lazystream.globalsidecar.app import loop_name
+
+    assert f"[{loop_name(asyncio.get_running_loop())}]" in request.node.name
+
+
+async def read_response(client: Client) -> tuple[bytes, bytes]:
+    assert client.reader is not None
+    head = await client.reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    return head, await client.reader.readexactly(length)
+
+
+async def test_requests_in_pieces_and_bodies_that_come_later(upstream: EchoUpstream) -> None:
+    """A whole head in one read is parsed where it lies; anything else goes through the buffer."""
+    async with running() as (sidecar, emitter), Client("127.0.0.1", sidecar.settings.port) as client:
+        assert client.writer is not None
+        head = b"POST /piece HTTP/1.1\r\nHost: svc\r\nSlime-Orig-Dest: 127.0.0.1:%d\r\n" % upstream.port
+        for pieces in (
+            [
+                b"GET",
+                b" /piece HTTP/1.1\r\nHost: svc\r\nSlime-Orig-Dest: 127.0.0.1:%d\r\n\r\n" % upstream.port,
+            ],
+            [head + b"Content-Length: 5\r\n\r\n", b"hello"],  # the head alone, then its body
+            [head + b"Content-Length: 5\r\n\r\nhel", b"lo"],
+            [head + b"Content-Length: 0\r\n\r", b"\n"],
+        ):
+            for piece in pieces:
+                client.writer.write(piece)
+                await client.writer.drain()
+                await asyncio.sleep(0.02)  # separate reads
+            response_head, body = await read_response(client)
+            assert response_head.startswith(b"HTTP/1.1 200 ")
+            seen = orjson.loads(body)
+            assert seen["path"] == "/piece"
+            assert seen["body_bytes"] == (5 if b"Content-Length: 5" in pieces[0] else 0)
+        assert upstream.connections == 1
+    assert [r["response_code"] for r in emitter.records] == [200] * 4
+
+
+async def test_records_on_stdout_while_requests_go_on(upstream: EchoUpstream) -> None:
+    """The stdout emitter's writer thread hands records on while the proxy serves, not only at close."""
+    stream = io.BytesIO()
+    emitter = StdoutEmitter(queue_size=100, stream=stream)
+    settings = GlobalSidecarSettings(port=free_port(), probe_port=free_port(), service_cache=False)
+    sidecar = GlobalSidecar(settings, KubeSettings(), emitter=emitter)
+    task = asyncio.create_task(sidecar.run())
+    try:
+        await asyncio.wait_for(sidecar.ready.wait(), 10)
+        async with Client("127.0.0.1", settings.port) as client:
+            dest = [("Host", "svc"), ("Slime-Orig-Dest", f"127.0.0.1:{upstream.port}")]
+            for _ in range(3):
+                assert (await client.request("GET", "/r", dest)).status == 200
+        for _ in range(100):
+            if stream.getvalue().count(b"\n") == 3:
+                break
+            await asyncio.sleep(0.02)
+        lines = stream.getvalue().splitlines()
+        assert [orjson.loads(line)["response_code"] for line in lines] == [200, 200, 200]
+    finally:
+        sidecar.stop()
+        await asyncio.wait_for(task, 10)
+        await asyncio.get_running_loop().shutdown_default_executor()

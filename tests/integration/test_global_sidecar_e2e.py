@@ -86,6 +86,7 @@ async def test_a_call_through_the_global_sidecar_reaches_the_callers_sidecar(
                 tmp_path / "global-sidecar.log",
             )  # fmt: skip
             proxy.wait_for_output("lazystream global-sidecar ready", timeout=60)
+            assert "event loop uvloop" in proxy.output()  # the default
 
             async with Client("127.0.0.1", port, local_host=caller_ip) as caller:
                 response = await caller.request(

@@ -26,6 +26,17 @@ from lazystream.cli import main
             ],
         ),
         (["config", "show"], ["--config", "LAZYSTREAM_CONFIG", "YAML"]),
+        (
+            ["global-sidecar"],
+            [
+                "--port",
+                "--records",
+                "--event-loop",
+                "[uvloop|asyncio]",
+                "globalSidecar.eventLoop",
+                "uvloop's",
+            ],
+        ),
         (["crds", "apply"], ["--kubeconfig", "--dir", "--timeout", "Established"]),
         (
             ["explain"],
