@@ -66,6 +66,8 @@ async def test_worker_benchmark_runs(kafka_bootstrap: str, kube_server) -> None:
     figures = await bench_worker.run(count=2000, samples=3)
     assert figures.bare_rps > 0
     assert figures.worker_rps > 0
+    assert figures.bare_cpu_us > 0
+    assert figures.worker_cpu_us > 0
     assert len(figures.latencies) == 3
     assert "produce-to-Sidecar" in str(figures)
 
