@@ -105,7 +105,10 @@ KINDS: Final[dict[str, KindInfo]] = {
 }
 ALL_KINDS: Final[tuple[str, ...]] = tuple(KINDS)
 
-LIST_PAGE = 500
+LIST_PAGE = 100
+"""Objects per list request. Each page is parsed whole before it is reduced: with 500 learned fences a
+page (and the allocator's memory kept after it) was tens of MB; 100 kept a worker's RSS 38 MB lower
+after listing 6.4k fences."""
 CONNECT_TIMEOUT_S = 5.0
 LIST_READ_TIMEOUT_S = 60.0
 WATCH_TIMEOUT_S = 60
