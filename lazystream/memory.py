@@ -4,7 +4,7 @@ the size of each of the worker's own structures.
 A worker's RSS is Python (objects, imports), native libraries (RocksDB's caches and memtables, OpenSSL,
 aiokafka's buffers) and memory glibc keeps after it was freed: every thread that allocates gets its own
 malloc arena (up to eight per core), and the Kubernetes watch threads, the sink's pool and RocksDB's own
-threads each churn through short-lived objects. :func:`limit_arenas` caps the arenas at start;
+threads each churn through short-lived objects. :func:`tune_allocator` caps the arenas at start;
 :func:`trim` hands free memory back to the kernel. The admin API serves :func:`report` at
 ``GET /debug/memory`` (``?deep=1`` adds the size of every structure, ``?trim=1`` trims first).
 
@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8
 """glibc's ``mallopt`` parameter number for the arena cap (``MALLOC_ARENA_MAX``)."""
+M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameter number for the size from which blocks are mapped on their own
+(``MALLOC_MMAP_THRESHOLD_``)."""
+WORKER_ARENAS = 2
+WORKER_MMAP_THRESHOLD = 128 * 1024
 
 
 class _MallInfo2(ctypes.Structure):
@@ -65,12 +70,24 @@ def _libc() -> Any:
 _LIBC = _libc()
 
 
-def limit_arenas(arenas: int) -> bool:
-    """Cap glibc's malloc arenas at ``arenas`` (0: leave glibc's default, eight per core). Call before the
-    worker starts its threads: a thread keeps the arena it was given. True when the cap was set."""
-    if arenas <= 0 or _LIBC is None:
-        return False
-    return bool(_LIBC.mallopt(M_ARENA_MAX, arenas))
+def tune_allocator(environ: Mapping[str, str]) -> dict[str, int]:
+    """Set the worker's allocator up for a long-lived process with many threads, before it starts them
+    (a thread keeps the arena it was given); what was set. glibc's own variables win when set.
+
+    - At most :data:`WORKER_ARENAS` malloc arenas (glibc's default is eight per core): memory one thread
+      freed is reused by the others instead of staying in that thread's arena.
+    - Blocks from :data:`WORKER_MMAP_THRESHOLD` up are mapped on their own and unmapped when freed. By
+      default glibc raises that threshold after freeing a large block, up to 32 MiB, and the large buffers
+      of list responses and request bodies then land in the arenas, where they fragment.
+    """
+    done: dict[str, int] = {}
+    if _LIBC is None:
+        return done
+    if "MALLOC_ARENA_MAX" not in environ and _LIBC.mallopt(M_ARENA_MAX, WORKER_ARENAS):
+        done["arena_max"] = WORKER_ARENAS
+    if "MALLOC_MMAP_THRESHOLD_" not in environ and _LIBC.mallopt(M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD):
+        done["mmap_threshold"] = WORKER_MMAP_THRESHOLD
+    return done
 
 
 def trim() -> bool:
