@@ -58,7 +58,7 @@ class ScaleFigures:
     phases: dict[str, float] = field(default_factory=dict)
     """Seconds spent in each phase of the run: setup (API objects), fill (Kafka), converge, latency."""
     incomplete: str = ""
-    """How far a run that timed out got (then latency and recovery are not measured)."""
+    """How far a run that timed out got (then latency is not measured)."""
     memory: list[dict[str, Any]] = field(default_factory=list)
     """Each worker's ``/debug/memory?deep=1`` at the end of the run, and its RSS after a ``malloc_trim``."""
 
@@ -72,7 +72,7 @@ class ScaleFigures:
             return (
                 f"{self.fences} fences x {self.deps} deps ({self.records} records): INCOMPLETE, "
                 f"{self.incomplete}; {self.records_per_s:,.0f} records/s; RSS {rss} MB; RocksDB "
-                f"{self.rocksdb_mb:.1f} MB; phases {phases}"
+                f"{self.rocksdb_mb:.1f} MB; recovery {self.recovery_s:.1f} s; phases {phases}"
             )
         return (
             f"{self.fences} fences x {self.deps} deps ({self.records} records): {self.records_per_s:,.0f} "
@@ -231,9 +231,8 @@ async def run_size(fences: int, deps: int = 50, timeout: float | None = None) ->
             except OSError as exc:  # a figure missing is no reason to lose the run's others
                 print(f"no memory report: {exc}", file=sys.stderr)
         figures.rocksdb_mb = du_mb(base)
-        if figures.incomplete:
+        if figures.incomplete:  # recovery is still measured: a restart with the state as far as it got
             print(f"{figures.incomplete}; worker logs in {base}", file=sys.stderr)
-            return figures
         procs[0].terminate()
         await procs[0].wait()
         restart = time.monotonic()
