@@ -31,6 +31,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes import client
+from kubernetes.dynamic.exceptions import DynamicApiError
 
 from bench.bench_worker import committed, fill, sidecar_hosts
 from bench.harness import cluster_api, worker_env
@@ -40,6 +41,9 @@ from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 PARTITIONS = 4
 WORKERS = 2
 LATENCY_SAMPLES = 10
+SETUP_ATTEMPTS = 5
+"""Applies of one object before the setup gives up (a shared API server at a full core timed out one of
+15k applies with a 504 at 10k fences)."""
 SETUP_THREADS = 10
 """Concurrent applies while setting up: as many as the API client's connection pool holds (more only open
 and drop TLS connections). The API server, not the benchmark, is the bound: it runs at a full core."""
@@ -130,9 +134,16 @@ def setup(api: client.ApiClient, namespace: str, fences: int, targets: int) -> l
 
     def apply(obj: dict[str, Any]) -> None:
         resource = dyn.resources.get(api_version=obj.get("apiVersion", "v1"), kind=obj["kind"])
-        resource.server_side_apply(
-            body=obj, name=obj["metadata"]["name"], namespace=namespace, field_manager="bench"
-        )
+        for attempt in range(SETUP_ATTEMPTS):
+            try:
+                resource.server_side_apply(
+                    body=obj, name=obj["metadata"]["name"], namespace=namespace, field_manager="bench"
+                )
+                return
+            except DynamicApiError as exc:  # an overloaded API server answers 429, 500 or 504
+                if exc.status not in (429, 500, 503, 504) or attempt == SETUP_ATTEMPTS - 1:
+                    raise
+                time.sleep(2.0 * (attempt + 1))
 
     with ThreadPoolExecutor(SETUP_THREADS) as pool:
         list(pool.map(apply, objects))
@@ -208,7 +219,11 @@ async def run_size(fences: int, deps: int = 50, timeout: float | None = None) ->
     api = cluster_api(kubeconfig)
     figures = ScaleFigures(fences, deps, fences * deps)
     mark = time.monotonic()
-    ips = setup(api, run_id, fences, deps)  # before any worker runs: blocking is harmless here
+    try:
+        ips = setup(api, run_id, fences, deps)  # before any worker runs: blocking is harmless here
+    except BaseException:
+        await cleanup(bootstrap, api, run_id)
+        raise
     figures.phases["setup"] = time.monotonic() - mark
     mark = time.monotonic()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
