@@ -22,6 +22,7 @@ import time
 import urllib.request
 import uuid
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,12 +274,27 @@ async def run_size(fences: int, deps: int = 50, timeout: float | None = None) ->
 
 
 async def cleanup(bootstrap: str, api: client.ApiClient, run_id: str) -> None:
-    """Delete the run's namespace and topics (set ``BENCH_SCALE_KEEP=1`` to keep them): at 10k fences a
-    run leaves 30k objects, which every other user of the shared API server would list and watch."""
-    try:
-        client.CoreV1Api(api).delete_namespace(run_id)
-    except client.ApiException as exc:
-        print(f"namespace {run_id} not deleted: {exc.reason}", file=sys.stderr)
+    """Delete the run's objects, namespace and topics (set ``BENCH_SCALE_KEEP=1`` to keep them): at 10k
+    fences a run leaves 30k objects, which every other user of the shared API server would list and watch.
+    The objects go kind by kind: the test API server runs no namespace controller, so deleting the
+    namespace alone leaves it "Terminating" with everything in it."""
+    custom = client.CustomObjectsApi(api)
+    deletions: list[Callable[[], object]] = [
+        lambda: custom.delete_collection_namespaced_custom_object(
+            "networking.istio.io", "v1alpha3", run_id, "sidecars"
+        ),
+        lambda: custom.delete_collection_namespaced_custom_object(
+            "microservice.slime.io", "v1alpha1", run_id, "servicefences"
+        ),
+        lambda: client.DiscoveryV1Api(api).delete_collection_namespaced_endpoint_slice(run_id),
+        lambda: client.CoreV1Api(api).delete_collection_namespaced_service(run_id),
+        lambda: client.CoreV1Api(api).delete_namespace(run_id),
+    ]
+    for delete in deletions:
+        try:
+            delete()
+        except client.ApiException as exc:
+            print(f"cleanup of {run_id}: {exc.status} {exc.reason}", file=sys.stderr)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
