@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes import client
 from kubernetes.dynamic.exceptions import DynamicApiError
+from urllib3.exceptions import HTTPError
 
 from bench.bench_worker import committed, fill, sidecar_hosts
 from bench.harness import cluster_api, worker_env
@@ -293,8 +294,8 @@ async def cleanup(bootstrap: str, api: client.ApiClient, run_id: str) -> None:
     for delete in deletions:
         try:
             delete()
-        except client.ApiException as exc:
-            print(f"cleanup of {run_id}: {exc.status} {exc.reason}", file=sys.stderr)
+        except (client.ApiException, HTTPError) as exc:  # e.g. a read timeout: the server goes on deleting
+            print(f"cleanup of {run_id}: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
