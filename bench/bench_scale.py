@@ -46,6 +46,8 @@ LATENCY_SAMPLES = 10
 SETUP_ATTEMPTS = 5
 """Applies of one object before the setup gives up (a shared API server at a full core timed out one of
 15k applies with a 504 at 10k fences)."""
+CLEANUP_TIMEOUT_S = 900.0
+"""A deletion of all of a run's objects of one kind is one request: 1k fences took 27 s on a busy server."""
 SETUP_THREADS = 10
 """Concurrent applies while setting up: as many as the API client's connection pool holds (more only open
 and drop TLS connections). The API server, not the benchmark, is the bound: it runs at a full core."""
@@ -282,13 +284,17 @@ async def cleanup(bootstrap: str, api: client.ApiClient, run_id: str) -> None:
     custom = client.CustomObjectsApi(api)
     deletions: list[Callable[[], object]] = [
         lambda: custom.delete_collection_namespaced_custom_object(
-            "networking.istio.io", "v1alpha3", run_id, "sidecars"
+            "networking.istio.io", "v1alpha3", run_id, "sidecars", _request_timeout=CLEANUP_TIMEOUT_S
         ),
         lambda: custom.delete_collection_namespaced_custom_object(
-            "microservice.slime.io", "v1alpha1", run_id, "servicefences"
+            "microservice.slime.io", "v1alpha1", run_id, "servicefences", _request_timeout=CLEANUP_TIMEOUT_S
         ),
-        lambda: client.DiscoveryV1Api(api).delete_collection_namespaced_endpoint_slice(run_id),
-        lambda: client.CoreV1Api(api).delete_collection_namespaced_service(run_id),
+        lambda: client.DiscoveryV1Api(api).delete_collection_namespaced_endpoint_slice(
+            run_id, _request_timeout=CLEANUP_TIMEOUT_S
+        ),
+        lambda: client.CoreV1Api(api).delete_collection_namespaced_service(
+            run_id, _request_timeout=CLEANUP_TIMEOUT_S
+        ),
         lambda: client.CoreV1Api(api).delete_namespace(run_id),
     ]
     for delete in deletions:
