@@ -48,6 +48,8 @@ SETUP_ATTEMPTS = 5
 15k applies with a 504 at 10k fences)."""
 CLEANUP_TIMEOUT_S = 900.0
 """A deletion of all of a run's objects of one kind is one request: 1k fences took 27 s on a busy server."""
+CLEANUP_ATTEMPTS = 10
+"""Requests per kind: deleting 4k Services outran the API server's 60 s limit five times over."""
 SETUP_THREADS = 10
 """Concurrent applies while setting up: as many as the API client's connection pool holds (more only open
 and drop TLS connections). The API server, not the benchmark, is the bound: it runs at a full core."""
@@ -298,10 +300,14 @@ async def cleanup(bootstrap: str, api: client.ApiClient, run_id: str) -> None:
         lambda: client.CoreV1Api(api).delete_namespace(run_id),
     ]
     for delete in deletions:
-        try:
-            delete()
-        except (client.ApiException, HTTPError) as exc:  # e.g. a read timeout: the server goes on deleting
-            print(f"cleanup of {run_id}: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
+        for attempt in range(CLEANUP_ATTEMPTS):
+            try:
+                delete()
+                break
+            except (client.ApiException, HTTPError) as exc:
+                # a 504 (the server's own 60 s limit) or a read timeout: it deleted some, and goes on
+                if attempt == CLEANUP_ATTEMPTS - 1:
+                    print(f"cleanup of {run_id}: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
