@@ -13,20 +13,27 @@ Needs the real servers and is not run in CI (the test suite runs a 20-fence smok
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
+import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes import client
+from kubernetes.dynamic.exceptions import DynamicApiError
+from urllib3.exceptions import HTTPError
 
 from bench.bench_worker import committed, fill, sidecar_hosts
 from bench.harness import cluster_api, worker_env
@@ -36,6 +43,16 @@ from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 PARTITIONS = 4
 WORKERS = 2
 LATENCY_SAMPLES = 10
+SETUP_ATTEMPTS = 5
+"""Applies of one object before the setup gives up (a shared API server at a full core timed out one of
+15k applies with a 504 at 10k fences)."""
+CLEANUP_TIMEOUT_S = 900.0
+"""A deletion of all of a run's objects of one kind is one request: 1k fences took 27 s on a busy server."""
+CLEANUP_ATTEMPTS = 10
+"""Requests per kind: deleting 4k Services outran the API server's 60 s limit five times over."""
+SETUP_THREADS = 10
+"""Concurrent applies while setting up: as many as the API client's connection pool holds (more only open
+and drop TLS connections). The API server, not the benchmark, is the bound: it runs at a full core."""
 
 
 @dataclass
@@ -49,25 +66,70 @@ class ScaleFigures:
     rss_mb: list[float] = field(default_factory=list)
     rocksdb_mb: float = 0.0
     recovery_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in each phase of the run: setup (API objects), fill (Kafka), converge, latency."""
+    incomplete: str = ""
+    """How far a run that timed out got (then latency is not measured)."""
+    memory: list[dict[str, Any]] = field(default_factory=list)
+    """Each worker's ``/debug/memory?deep=1`` at the end of the run, and its RSS after a ``malloc_trim``."""
 
     def __str__(self) -> str:
         lat = sorted(self.latencies)
         p50 = statistics.median(lat) if lat else float("nan")
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
         rss = ", ".join(f"{r:.0f}" for r in self.rss_mb)
+        phases = ", ".join(f"{k} {v:.0f} s" for k, v in self.phases.items())
+        if self.incomplete:
+            return (
+                f"{self.fences} fences x {self.deps} deps ({self.records} records): INCOMPLETE, "
+                f"{self.incomplete}; {self.records_per_s:,.0f} records/s; RSS {rss} MB; RocksDB "
+                f"{self.rocksdb_mb:.1f} MB; recovery {self.recovery_s:.1f} s; phases {phases}"
+            )
         return (
             f"{self.fences} fences x {self.deps} deps ({self.records} records): {self.records_per_s:,.0f} "
             f"records/s, all Sidecars complete after {self.converged_s:.1f} s; produce-to-Sidecar p50 "
             f"{p50:.2f} s, p99 {p99:.2f} s; RSS {rss} MB; RocksDB {self.rocksdb_mb:.1f} MB; recovery "
-            f"{self.recovery_s:.1f} s"
+            f"{self.recovery_s:.1f} s; phases {phases}"
         )
+
+    def memory_lines(self) -> list[str]:
+        """The memory breakdown of each worker, one line per figure, in MB."""
+        lines = []
+        for n, report in enumerate(self.memory):
+            proc, alloc, native = report["process"], report["allocator"], report["native"]
+            lines.append(
+                f"  worker {n}: RSS {proc['rss'] / 1e6:.0f} MB (anonymous {proc['anonymous'] / 1e6:.0f}, "
+                f"files "
+                f"{proc['rssfile'] / 1e6:.0f}), threads {proc['threads']}; malloc arenas "
+                f"{alloc.get('arena', 0) / 1e6:.0f} MB (in use {alloc.get('in_use', 0) / 1e6:.0f}, free "
+                f"{alloc.get('free', 0) / 1e6:.0f}), mmapped {alloc.get('mmapped', 0) / 1e6:.0f} MB; after "
+                f"malloc_trim RSS {report['trimmed_rss'] / 1e6:.0f} MB"
+            )
+            lines.append(
+                "    RocksDB: "
+                + ", ".join(
+                    f"{k.removeprefix('rocksdb.')} {v / 1e6:.1f}"
+                    for k, v in native.items()
+                    if "open" not in k
+                )
+                + f"; {native.get('rocksdb.open_partitions', 0)} partitions open"
+            )
+            top = list(report.get("structures", {}).items())[:12]
+            lines.append("    structures (MB): " + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in top))
+        return lines
 
 
 def setup(api: client.ApiClient, namespace: str, fences: int, targets: int) -> list[str]:
     """``fences`` calling Services with fences, ``targets`` (+ samples) callee Services, in parallel."""
     client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     builder = ClusterBuilder()
-    ips = [f"10.{200 + i // 62500}.{(i // 250) % 250}.{1 + i % 250}" for i in range(fences)]
+    if fences > 62_500:
+        raise ValueError("at most 62,500 fences: one 10.N.0.0/16 block of caller addresses per run")
+    # A block of its own per run: the workers resolve addresses cluster-wide, and a caller address that
+    # another run's namespace also uses teaches that namespace's fences too (seen: 5 edges per record
+    # instead of 2, with three runs left behind on the shared API server).
+    block = 10 + zlib.crc32(namespace.encode()) % 190  # 10.0/16 is the Service range; bench_worker uses 252
+    ips = [f"10.{block}.{(i // 250) % 250}.{1 + i % 250}" for i in range(fences)]
     for i, ip in enumerate(ips):
         builder.service(f"caller-{i}", namespace, ips=[ip])
         builder.fence(f"caller-{i}", namespace, workloadSelector={"fromService": True})
@@ -78,19 +140,53 @@ def setup(api: client.ApiClient, namespace: str, fences: int, targets: int) -> l
 
     def apply(obj: dict[str, Any]) -> None:
         resource = dyn.resources.get(api_version=obj.get("apiVersion", "v1"), kind=obj["kind"])
-        resource.server_side_apply(
-            body=obj, name=obj["metadata"]["name"], namespace=namespace, field_manager="bench"
-        )
+        for attempt in range(SETUP_ATTEMPTS):
+            try:
+                resource.server_side_apply(
+                    body=obj, name=obj["metadata"]["name"], namespace=namespace, field_manager="bench"
+                )
+                return
+            except DynamicApiError as exc:  # an overloaded API server answers 429, 500 or 504
+                if exc.status not in (429, 500, 503, 504) or attempt == SETUP_ATTEMPTS - 1:
+                    raise
+                time.sleep(2.0 * (attempt + 1))
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(SETUP_THREADS) as pool:
         list(pool.map(apply, objects))
     return ips
 
 
 def complete_sidecars(api: client.ApiClient, namespace: str, deps: int) -> int:
-    resource = dynamic_client(api).resources.get(api_version="networking.istio.io/v1alpha3", kind="Sidecar")
-    items = resource.get(namespace=namespace).items
-    return sum(1 for s in items if sum("target-" in h for h in s.spec.egress[0].hosts) >= deps)
+    """Sidecars of ``namespace`` listing all ``deps`` targets: read as raw JSON, a page at a time (the
+    dynamic client's objects for 10k Sidecars cost the benchmark more CPU than the workers had)."""
+    custom = client.CustomObjectsApi(api)
+    done, token = 0, None
+    while True:
+        response = custom.list_namespaced_custom_object(
+            "networking.istio.io",
+            "v1alpha3",
+            namespace,
+            "sidecars",
+            limit=1000,
+            _continue=token,
+            _preload_content=False,
+        )
+        body = orjson.loads(response.data)
+        for sidecar in body.get("items") or []:
+            egress = (sidecar.get("spec") or {}).get("egress") or [{}]
+            done += sum("target-" in h for h in egress[0].get("hosts") or []) >= deps
+        token = (body.get("metadata") or {}).get("continue")
+        if not token:
+            return done
+
+
+def debug_memory(port: int) -> dict[str, Any]:
+    """A worker's memory report, then its RSS after ``malloc_trim`` (as ``trimmed_rss``)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/memory?deep=1", timeout=60) as resp:
+        report: dict[str, Any] = json.loads(resp.read())
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/memory?trim=1", timeout=60) as resp:
+        report["trimmed_rss"] = json.loads(resp.read())["process"]["rss"]
+    return report
 
 
 def rss_mb(pid: int) -> float:
@@ -120,13 +216,22 @@ async def wait_log(log: Path, text: str, timeout: float) -> float:
     return time.monotonic() - start
 
 
-async def run_size(fences: int, deps: int = 50, timeout: float = 600.0) -> ScaleFigures:
+async def run_size(fences: int, deps: int = 50, timeout: float | None = None) -> ScaleFigures:
+    """One size; ``timeout`` (default ``BENCH_SCALE_TIMEOUT`` seconds, else 900) bounds convergence."""
+    timeout = timeout or float(os.environ.get("BENCH_SCALE_TIMEOUT", "900"))
     bootstrap = os.environ["LAZYSTREAM_TEST_KAFKA_BOOTSTRAP"]
     kubeconfig = Path(os.environ["LAZYSTREAM_TEST_KUBECONFIG"])
     run_id = f"scale-{uuid.uuid4().hex[:8]}"
     api = cluster_api(kubeconfig)
     figures = ScaleFigures(fences, deps, fences * deps)
-    ips = setup(api, run_id, fences, deps)  # before any worker runs: blocking is harmless here
+    mark = time.monotonic()
+    try:
+        ips = setup(api, run_id, fences, deps)  # before any worker runs: blocking is harmless here
+    except BaseException:
+        await cleanup(bootstrap, api, run_id)
+        raise
+    figures.phases["setup"] = time.monotonic() - mark
+    mark = time.monotonic()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -134,6 +239,7 @@ async def run_size(fences: int, deps: int = 50, timeout: float = 600.0) -> Scale
     finally:
         await admin.close()
     await fill(bootstrap, f"{run_id}-access", ips, deps, figures.records)
+    figures.phases["fill"] = time.monotonic() - mark
 
     base = Path(tempfile.mkdtemp(prefix="lazystream-scale-"))
     envs = [worker_env(run_id, bootstrap, kubeconfig, base / f"w{i}", PARTITIONS) for i in range(WORKERS)]
@@ -141,24 +247,20 @@ async def run_size(fences: int, deps: int = 50, timeout: float = 600.0) -> Scale
     procs = [await start_worker(env, log) for env, log in zip(envs, logs, strict=True)]
     try:
         start = time.monotonic()
-        first: tuple[float, int] | None = None  # throughput from the first commit on: start-up excluded
-        while (done := await committed(bootstrap, f"{run_id}-ingest", f"{run_id}-access")) < figures.records:
-            if time.monotonic() - start > timeout:
-                raise RuntimeError(f"{done}/{figures.records} records after {timeout:.0f} s; see {base}")
-            if first is None and done > 0:
-                first = (time.monotonic(), done)
-            await asyncio.sleep(0.5)
-        first = first or (start, 0)
-        elapsed = max(time.monotonic() - first[0], 0.5)  # the commit poll's resolution
-        figures.records_per_s = (figures.records - first[1]) / elapsed
-        while complete_sidecars(api, run_id, deps) < fences:
-            if time.monotonic() - start > timeout:
-                raise RuntimeError(f"Sidecars incomplete after {timeout:.0f} s; see {base}")
-            await asyncio.sleep(1.0)
-        figures.converged_s = time.monotonic() - start
-        figures.latencies = await latencies(bootstrap, api, run_id, ips[0], deps)
+        await converge(figures, api, bootstrap, run_id, start, timeout)
+        if not figures.incomplete:
+            mark = time.monotonic()
+            figures.latencies = await latencies(bootstrap, api, run_id, ips[0], deps)
+            figures.phases["latency"] = time.monotonic() - mark
         figures.rss_mb = [rss_mb(p.pid) for p in procs]
+        for env in envs:
+            try:
+                figures.memory.append(debug_memory(int(env["LAZYSTREAM_WEB_PORT"])))
+            except OSError as exc:  # a figure missing is no reason to lose the run's others
+                print(f"no memory report: {exc}", file=sys.stderr)
         figures.rocksdb_mb = du_mb(base)
+        if figures.incomplete:  # recovery is still measured: a restart with the state as far as it got
+            print(f"{figures.incomplete}; worker logs in {base}", file=sys.stderr)
         procs[0].terminate()
         await procs[0].wait()
         restart = time.monotonic()
@@ -170,8 +272,106 @@ async def run_size(fences: int, deps: int = 50, timeout: float = 600.0) -> Scale
             if proc.returncode is None:
                 proc.terminate()
                 await proc.wait()
+        if not os.environ.get("BENCH_SCALE_KEEP"):
+            await cleanup(bootstrap, api, run_id)
         api.close()
     return figures
+
+
+async def cleanup(bootstrap: str, api: client.ApiClient, run_id: str) -> None:
+    """Delete the run's objects, namespace and topics (set ``BENCH_SCALE_KEEP=1`` to keep them): at 10k
+    fences a run leaves 30k objects, which every other user of the shared API server would list and watch.
+    The objects go kind by kind: the test API server runs no namespace controller, so deleting the
+    namespace alone leaves it "Terminating" with everything in it."""
+    custom = client.CustomObjectsApi(api)
+    deletions: list[Callable[[], object]] = [
+        lambda: custom.delete_collection_namespaced_custom_object(
+            "networking.istio.io", "v1alpha3", run_id, "sidecars", _request_timeout=CLEANUP_TIMEOUT_S
+        ),
+        lambda: custom.delete_collection_namespaced_custom_object(
+            "microservice.slime.io", "v1alpha1", run_id, "servicefences", _request_timeout=CLEANUP_TIMEOUT_S
+        ),
+        lambda: client.DiscoveryV1Api(api).delete_collection_namespaced_endpoint_slice(
+            run_id, _request_timeout=CLEANUP_TIMEOUT_S
+        ),
+        lambda: client.CoreV1Api(api).delete_collection_namespaced_service(
+            run_id, _request_timeout=CLEANUP_TIMEOUT_S
+        ),
+        lambda: client.CoreV1Api(api).delete_namespace(run_id),
+    ]
+    for delete in deletions:
+        for attempt in range(CLEANUP_ATTEMPTS):
+            try:
+                delete()
+                break
+            except (client.ApiException, HTTPError) as exc:
+                # a 504 (the server's own 60 s limit) or a read timeout: it deleted some, and goes on
+                if attempt == CLEANUP_ATTEMPTS - 1:
+                    print(f"cleanup of {run_id}: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(run_id)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
+async def converge(
+    figures: ScaleFigures, api: client.ApiClient, bootstrap: str, run_id: str, start: float, timeout: float
+) -> None:
+    """Wait until the ingest group has committed every record, then until every Sidecar is complete,
+    noting when the table agents have committed every edge; on ``timeout``, how far it got
+    (``figures.incomplete``). A progress line goes to stderr every 30 s."""
+    first: tuple[float, int] | None = None  # throughput from the first commit on: start-up excluded
+    shown = start
+    while (done := await committed(bootstrap, f"{run_id}-ingest", f"{run_id}-access")) < figures.records:
+        if time.monotonic() - start > timeout:
+            figures.incomplete = f"{done}/{figures.records} records ingested after {timeout:.0f} s"
+            return
+        if first is None and done > 0:
+            first = (time.monotonic(), done)
+        await asyncio.sleep(0.5)
+    first = first or (start, 0)
+    elapsed = max(time.monotonic() - first[0], 0.5)  # the commit poll's resolution
+    figures.records_per_s = (figures.records - first[1]) / elapsed
+    figures.phases["ingest"] = time.monotonic() - start
+    edges = await end_offset(bootstrap, f"{run_id}-edges")  # every edge is produced by now
+    while True:
+        complete = complete_sidecars(api, run_id, figures.deps)  # blocks the loop briefly: nothing else runs
+        if complete >= figures.fences:
+            break
+        applied = await committed(bootstrap, run_id, f"{run_id}-edges")
+        if "edges" not in figures.phases and applied >= edges:
+            figures.phases["edges"] = time.monotonic() - start  # the table agents are through
+        now = time.monotonic()
+        if now - start > timeout:
+            figures.incomplete = (
+                f"after {timeout:.0f} s: {applied}/{edges} edges through the table agents, "
+                f"{complete}/{figures.fences} Sidecars complete"
+            )
+            return
+        if now - shown > 30:
+            shown = now
+            print(
+                f"  {now - start:.0f} s: {applied}/{edges} edges, {complete} Sidecars complete",
+                file=sys.stderr,
+            )
+        await asyncio.sleep(2.0)
+    figures.converged_s = time.monotonic() - start
+    figures.phases["converge"] = figures.converged_s
+
+
+async def end_offset(bootstrap: str, topic: str) -> int:
+    """The sum of the topic's end offsets: how many messages it has had."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
 
 
 async def latencies(bootstrap: str, api: client.ApiClient, namespace: str, ip: str, deps: int) -> list[float]:
@@ -198,4 +398,6 @@ async def latencies(bootstrap: str, api: client.ApiClient, namespace: str, ip: s
 if __name__ == "__main__":
     sizes = [int(a) for a in sys.argv[1:]] or [1000, 3000, 10000]
     for size in sizes:
-        print(asyncio.run(run_size(size)), flush=True)
+        result = asyncio.run(run_size(size))
+        print(f"{result}  [{time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}]", flush=True)
+        print("\n".join(result.memory_lines()), flush=True)

@@ -8,6 +8,7 @@ Endpoints (JSON in and out)::
     POST /namespaces/{namespace}/reset         202 {"reset": [every fence of the namespace]}
     GET  /fences/{namespace}/{name}/explain    200 the explanation (FenceExplanation.to_dict); 404 unknown
     GET  /lazyload/debug/svfReset?ns=N[&name=F] Slime's reset endpoint, same effect (for existing scripts)
+    GET  /debug/memory[?deep=1][&trim=1]       200 where the worker's memory goes (:mod:`lazystream.memory`)
 
 A reset is Slime's ``svfReset``: the fence forgets everything it learned. It is a ``reset`` message on the
 edges topic keyed by the fence (decisions §1.1: the table agent is the only writer of learned state), so it
@@ -58,6 +59,9 @@ class AdminHooks:
     live: Callable[[], bool] = lambda: True
     """Liveness beyond "the loop answers" (e.g. no fatal error recorded)."""
     clock: Callable[[], float] = time.time
+    memory: Callable[[bool, bool], Mapping[str, Any]] | None = None
+    """``memory(deep, trim)``: the worker's memory report (:func:`lazystream.memory.report`); ``deep``
+    measures every structure (slow: seconds at 10k fences, under the cache's lock)."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -119,6 +123,13 @@ def create_admin_app(hooks: AdminHooks) -> web.Application:
         if explanation is None:
             return _error(404, f"no ServiceFence {key}")
         return _json(explanation.to_dict())
+
+    @routes.get("/debug/memory")
+    async def memory(request: web.Request) -> web.Response:
+        if hooks.memory is None:
+            return _error(404, "no memory report in this process")
+        flags = {name: request.query.get(name, "") in ("1", "true") for name in ("deep", "trim")}
+        return _json(hooks.memory(flags["deep"], flags["trim"]))
 
     app = web.Application()
     app.add_routes(routes)

@@ -112,6 +112,7 @@ async def test_scale_benchmark_runs(kafka_bootstrap: str, kube_server) -> None:
     if "LAZYSTREAM_TEST_KAFKA_BOOTSTRAP" not in os.environ:
         unavailable("the local servers (the scale benchmark starts its own worker processes)")
     figures = await bench_scale.run_size(20, deps=5, timeout=200)
+    assert not figures.incomplete
     assert figures.records == 100
     assert figures.records_per_s > 0
     assert figures.converged_s > 0
@@ -121,3 +122,7 @@ async def test_scale_benchmark_runs(kafka_bootstrap: str, kube_server) -> None:
     assert figures.rocksdb_mb > 0
     assert figures.recovery_s > 0
     assert "recovery" in str(figures)
+    assert len(figures.memory) == 2  # each worker's /debug/memory
+    assert all(m["process"]["rss"] > 0 for m in figures.memory)
+    assert {"setup", "fill", "ingest", "converge"} <= set(figures.phases)
+    assert len(figures.memory_lines()) == 6

@@ -11,6 +11,7 @@ from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.explain import Rejection, rejections_for
 from lazystream.domain.fences import FenceOptions
 from lazystream.domain.resolution import ResolveOptions
+from lazystream.stream import pipeline
 from lazystream.stream.app import WorkerApp
 from lazystream.stream.pipeline import HOSTS_LIMIT, DeadLetter, FenceComputer, Ingest
 from lazystream.testing import bookinfo, istio_text_line
@@ -160,3 +161,20 @@ def test_fence_computer_reports_the_next_deadline_ahead() -> None:
     computer.plan(fence, set(), MESH, None)
     assert key not in computer.next_deadline
     assert key in computer.timed  # deadlines keep it on the refresh tick too
+
+
+def test_the_dedupe_stays_bounded_and_a_forgotten_fence_forwards_again(monkeypatch) -> None:
+    monkeypatch.setattr(pipeline, "DEDUPE_ENTRIES", 3)
+    i = ingest()
+
+    def edges(fence: str, host: str) -> int:
+        edge = SimpleNamespace(fence=ObjectKey("shop", fence), host=host, kind="fallback")
+        return len(i._edges(SimpleNamespace(edges=[edge]), 100.0, 0.0))  # type: ignore[arg-type]
+
+    assert [edges("a", "h1"), edges("a", "h2"), edges("a", "h1")] == [1, 1, 0]
+    assert [edges("b", "h1"), edges("b", "h2")] == [1, 1]  # four entries: fence a (least recent) goes
+    assert edges("b", "h1") == 0
+    assert edges("a", "h1") == 1  # forgotten, forwarded again
+    for n in range(5):  # one fence alone over the bound starts over
+        edges("c", f"x{n}")
+    assert i._seen_entries <= 3

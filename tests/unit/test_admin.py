@@ -19,6 +19,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from lazystream import memory
 from lazystream.admin import AdminHooks, AdminServer, cache_explainer, cache_fences_in, create_admin_app
 from lazystream.domain import learned
 from lazystream.domain.cluster import ClusterState, ObjectKey
@@ -138,6 +139,10 @@ async def harness(kafka_bootstrap: str, new_topic: TopicFactory) -> AsyncIterato
         ),
         ready={name: (lambda name=name: ready[name]) for name in ready},
         clock=lambda: NOW,
+        memory=lambda deep, trim: {
+            **memory.report(do_trim=trim),
+            **({"structures": {"x": 1}} if deep else {}),
+        },
     )
     server = AdminServer(create_admin_app(hooks), "127.0.0.1", 0)
     await server.start()
@@ -292,3 +297,15 @@ async def _read_all(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, A
                 out += [(r.key, orjson.loads(r.value)) for r in records]
     finally:
         await consumer.stop()
+
+
+@pytest.mark.kafka
+async def test_memory_report(harness: Harness) -> None:
+    status, body = await harness.get("/debug/memory?deep=1")
+    assert status == 200
+    assert body["process"]["rss"] > 0
+    assert body["structures"] == {"x": 1}
+    status, body = await harness.get("/debug/memory?trim=1")
+    assert status == 200
+    assert "structures" not in body
+    assert "before_trim" in body or not memory.allocator()
