@@ -16,6 +16,7 @@ import signal
 import uuid
 from collections.abc import Callable
 
+from lazystream import heap
 from lazystream.config import EventLoop, GlobalSidecarSettings, KubeSettings
 from lazystream.domain.forwarding import ServiceExists
 from lazystream.globalsidecar.emit import Emitter, make_emitter
@@ -88,6 +89,7 @@ class GlobalSidecar:
             self.pool.start()
             tasks.append(asyncio.create_task(self._watch_ports(proxy)))
             tasks.append(asyncio.create_task(self._log_stats(proxy)))
+            heap.freeze()  # imports, clients and the listed Services: full collections skip them
             self.ready.set()
             log.info(
                 "lazystream global-sidecar ready: ports %s, health port %d, records to %s, event loop %s",
@@ -200,6 +202,7 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
 
 def run(settings: GlobalSidecarSettings, kube: KubeSettings, cluster_domain: str) -> None:
     """Serve until SIGTERM or SIGINT, on the event loop ``settings.event_loop`` names."""
+    heap.tune()
 
     async def main() -> None:
         sidecar = GlobalSidecar(settings, kube, cluster_domain=cluster_domain)
