@@ -16,7 +16,11 @@ from typing import Any, NamedTuple, TypeVar
 from lazystream.domain.hosts import service_fqdn, wildcard_matches
 
 GLOBAL_SIDECAR_SERVICE = "global-sidecar"
-MEMO_LIMIT = 100_000
+MEMO_LIMIT = 20_000
+"""Derived lookups kept before the memo starts over. Each entry is about 0.5 KB (a resolution-cache key of
+the caller's address and the authority, and its outcome): at 100k the memo was the largest structure of a
+3k-fence worker (36-53 MB, bench_scale 2026-11-28). Only a worker that sees more distinct (caller, host)
+pairs than this between cluster changes resolves some again."""
 _T = TypeVar("_T")
 
 
