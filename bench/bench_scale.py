@@ -39,6 +39,7 @@ from bench.bench_worker import committed, fill, sidecar_hosts
 from bench.harness import cluster_api, worker_env
 from lazystream.kube.client import dynamic_client
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
+from lazystream.testing.kafka import delete_topics
 
 PARTITIONS = 4
 WORKERS = 2
@@ -308,14 +309,7 @@ async def cleanup(bootstrap: str, api: client.ApiClient, run_id: str) -> None:
                 # a 504 (the server's own 60 s limit) or a read timeout: it deleted some, and goes on
                 if attempt == CLEANUP_ATTEMPTS - 1:
                     print(f"cleanup of {run_id}: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics() if t.startswith(run_id)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
+    await delete_topics(run_id, bootstrap_servers=bootstrap)
 
 
 async def converge(

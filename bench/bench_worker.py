@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from kubernetes import client
 
-from bench.harness import cluster_api, worker_env
+from bench.harness import cluster_api, cpu_seconds, worker_env
 from lazystream.kube.client import dynamic_client
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 
@@ -96,12 +96,6 @@ async def fill(bootstrap: str, topic: str, ips: list[str], targets: int, count: 
         await producer.stop()
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def bare_consumer(bootstrap: str, topic: str, count: int) -> tuple[float, float]:
     """Records/s and CPU µs per record of a consumer that only fetches and decodes."""
     consumer = AIOKafkaConsumer(
@@ -110,13 +104,13 @@ async def bare_consumer(bootstrap: str, topic: str, count: int) -> tuple[float, 
     await consumer.start()
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
-        start, cpu, seen = time.perf_counter(), process_cpu_s(os.getpid()), 0
+        start, cpu, seen = time.perf_counter(), cpu_seconds(os.getpid()), 0
         while seen < count:
             for batch in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
                 for message in batch:
                     orjson.loads(message.value)
                 seen += len(batch)
-        elapsed, cpu = time.perf_counter() - start, process_cpu_s(os.getpid()) - cpu
+        elapsed, cpu = time.perf_counter() - start, cpu_seconds(os.getpid()) - cpu
         return count / elapsed, cpu / count * 1e6
     finally:
         await consumer.stop()
@@ -188,12 +182,12 @@ async def run(count: int = 100_000, samples: int = 30) -> WorkerFigures:
             if proc.returncode is not None:
                 raise RuntimeError(f"worker exited; see {data / 'worker.log'}")
             if first is None and done > 0:
-                first = (time.perf_counter(), done, process_cpu_s(proc.pid))
+                first = (time.perf_counter(), done, cpu_seconds(proc.pid))
             await asyncio.sleep(0.2)
         if first is None:
             first = (start, 0, 0.0)
         worker_rps = (count - first[1]) / (time.perf_counter() - first[0])
-        worker_cpu = (process_cpu_s(proc.pid) - first[2]) / (count - first[1]) * 1e6
+        worker_cpu = (cpu_seconds(proc.pid) - first[2]) / (count - first[1]) * 1e6
         # latency is measured in steady state: the table agent has applied every edge of the backlog
         await edges_caught_up(bootstrap, run_id, f"{run_id}-edges", timeout=120)
         latencies = []

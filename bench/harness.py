@@ -40,6 +40,12 @@ class Comparison:
         )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far (``/proc/<pid>/stat`` fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def per_call(fn: Callable[[], object], calls: int, rounds: int) -> float:
     """Median over ``rounds`` of the mean seconds per call of ``fn`` (``calls`` calls per round)."""
     samples = []
