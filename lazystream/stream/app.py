@@ -24,7 +24,7 @@ from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.kafka_security import client_security
 from lazystream.options import resolve_options
-from lazystream.stream import clienterrors
+from lazystream.stream import clienterrors, rewind
 from lazystream.stream.ingest import AccessIngest
 from lazystream.stream.partitioning import edge_partitioner
 from lazystream.stream.pipeline import HOSTS_LIMIT, ClusterView, Ingest
@@ -168,6 +168,7 @@ def create_worker_app(
     by fence, its only writer) and the batch ingest stage (access → edges, dead letters), which the worker
     starts once its cluster cache is synced (:class:`~lazystream.stream.ingest.AccessIngest`)."""
     app = create_app(config)
+    rewind.install(app)  # edges that faust dropped in a rebalance are read again (see the module)
     topics = declare_topics(app, config)
     table = app.Table(
         config.tables.table_name,
