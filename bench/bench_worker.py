@@ -87,7 +87,7 @@ async def fill(bootstrap: str, topic: str, ips: list[str], targets: int, count: 
                 peer_address=f"{ips[n % len(ips)]}:{n % 60000}",
                 time=time.time(),
             )
-            pending.append(producer.send(topic, fluent_bit(record)))
+            pending.append(await producer.send(topic, fluent_bit(record)))  # queued: a future of the ack
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 pending = []

@@ -143,6 +143,74 @@ def decode_state(data: bytes | None) -> LearnedState:
         return {}
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A table value after a message: what the table agent writes and counts."""
+
+    encoded: bytes
+    added: list[str]
+    """Hosts the fence did not have before."""
+    size: int
+    """Hosts the fence has now."""
+    grew: bool
+
+
+def change(stored: bytes | None, message: Mapping[str, Any], bucket_seconds: float) -> Change | None:
+    """The table value after ``message`` (None: unchanged), equal to ``encode_state(apply(decode_state(
+    stored), ...))``. An observation, nearly every message, takes a short way: it edits the stored JSON
+    without building the state, which was a third of the table agent's time with 50 hosts a fence."""
+    if message.get("op") == Op.OBSERVE:
+        fast = _observe_encoded(stored, message, bucket_seconds)
+        if fast is not _NO_SHORTCUT:
+            return fast  # type: ignore[return-value]
+    state = decode_state(stored)
+    new = apply(state, message, bucket_seconds)
+    if new is None:
+        return None
+    added = [h for h in new if h not in state]
+    return Change(encode_state(new), added, len(new), len(new) > len(state))
+
+
+_NO_SHORTCUT = object()
+
+
+def _observe_encoded(stored: bytes | None, message: Mapping[str, Any], bucket_seconds: float) -> object:
+    """:func:`change` for an observation on the stored JSON itself, or ``_NO_SHORTCUT`` when the value or
+    the message is anything but well-formed (the general path then decides, as it always did)."""
+    host = message.get("host")
+    if not isinstance(host, str) or not host:
+        return _NO_SHORTCUT
+    try:
+        now = float(message.get("t") or 0.0)
+        raw = orjson.loads(stored) if stored else {}
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return _NO_SHORTCUT
+    if not isinstance(raw, dict) or not all(map(_canonical, raw.values())):
+        return _NO_SHORTCUT
+    old = raw.get(host)
+    if old is None:
+        raw[host] = [now, now, 1]
+        return Change(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS), [host], len(raw), True)
+    if bucket(old[1], bucket_seconds) >= bucket(now, bucket_seconds):
+        return None  # already recorded for this bucket (or a late, older record)
+    raw[host] = [old[0], now, old[2] + 1]  # an observation makes a reported host observed
+    return Change(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS), [], len(raw), False)
+
+
+def _canonical(value: object) -> bool:
+    """Whether a stored host value is exactly what :func:`encode_state` writes (then re-encoding it as it
+    is gives the same bytes as decoding and encoding it)."""
+    if type(value) is not list or len(value) not in (3, 4):
+        return False
+    first, last, count, *source = value
+    return (
+        type(first) is float
+        and type(last) is float
+        and type(count) is int
+        and (not source or (type(source[0]) is str and source[0] != ""))
+    )
+
+
 def apply(state: LearnedState, message: Mapping[str, Any], bucket_seconds: float) -> LearnedState | None:
     """The new state after ``message``, or None when the message changes nothing (no table write)."""
     op = message.get("op")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.learned import LearnedHost, apply
@@ -108,3 +113,54 @@ def test_the_source_survives_encoding_and_old_values_still_decode() -> None:
     assert learned.encode_state({"b": state["b"]}) == b'{"b":[1.0,2.0,3]}'
     restored = learned.apply({}, learned.restore(state, 5.0), 10.0)
     assert restored == state
+
+
+def _general(stored: bytes | None, message: dict[str, Any], bucket_seconds: float) -> learned.Change | None:
+    state = learned.decode_state(stored)
+    new = apply(state, message, bucket_seconds)
+    if new is None:
+        return None
+    return learned.Change(
+        learned.encode_state(new), [h for h in new if h not in state], len(new), len(new) > len(state)
+    )
+
+
+_hosts = st.sampled_from([f"h{i}.ns.svc.cluster.local" for i in range(6)] + ["é.ns", "a"])
+_times = st.floats(min_value=0, max_value=2e9, allow_nan=False) | st.integers(0, 2_000_000_000)
+_values = st.builds(
+    LearnedHost,
+    first=st.floats(min_value=0, max_value=2e9, allow_nan=False),
+    last=st.floats(min_value=0, max_value=2e9, allow_nan=False),
+    count=st.integers(0, 1000),
+    source=st.sampled_from(["", "prometheus"]),
+)
+
+
+@given(
+    state=st.dictionaries(_hosts, _values, max_size=6),
+    host=_hosts,
+    t=_times,
+    bucket_seconds=st.sampled_from([1.0, 60.0, 3600.0]),
+)
+def test_the_observation_shortcut_equals_the_general_path(
+    state: dict[str, LearnedHost], host: str, t: float, bucket_seconds: float
+) -> None:
+    stored = learned.encode_state(state) if state else None
+    message = learned.observe(host, "service", t)
+    assert learned.change(stored, message, bucket_seconds) == _general(stored, message, bucket_seconds)
+
+
+def test_change_takes_the_general_path_for_other_messages_and_odd_values() -> None:
+    stored = learned.encode_state({"a": LearnedHost(1.0, 1.0, 1)})
+    for stored_value, message in [
+        (stored, learned.seed(["b"], 5.0)),
+        (stored, learned.expire(["a"], 5.0)),
+        (b'{"a": "not a list"}', learned.observe("b", "service", 5.0)),
+        (b"[1, 2]", learned.observe("b", "service", 5.0)),
+        (b"not json", learned.observe("b", "service", 5.0)),
+        (b'{"a": [1, 1.0, 1]}', learned.observe("b", "service", 5.0)),  # not as encode_state writes it
+        (b'{"a": [1.0, 1.0, 1, ""]}', learned.observe("a", "service", 500.0)),
+        (b'{"a": [1.0, 1.0, 1.5]}', learned.observe("a", "service", 500.0)),
+        (stored, {"op": "observe", "host": 7, "t": 5.0}),
+    ]:
+        assert learned.change(stored_value, message, 60.0) == _general(stored_value, message, 60.0)
