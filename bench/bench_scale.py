@@ -227,8 +227,14 @@ async def wait_log(log: Path, text: str, timeout: float) -> float:
     return time.monotonic() - start
 
 
-async def run_size(fences: int, deps: int = 50, timeout: float | None = None) -> ScaleFigures:
-    """One size; ``timeout`` (default ``BENCH_SCALE_TIMEOUT`` seconds, else 900) bounds convergence."""
+async def run_size(
+    fences: int,
+    deps: int = 50,
+    timeout: float | None = None,
+    report: Callable[[ScaleFigures], None] | None = None,
+) -> ScaleFigures:
+    """One size; ``timeout`` (default ``BENCH_SCALE_TIMEOUT`` seconds, else 900) bounds convergence.
+    ``report`` gets the figures as soon as they are measured, before the clean-up (minutes at 10k)."""
     timeout = timeout or float(os.environ.get("BENCH_SCALE_TIMEOUT", "900"))
     bootstrap = os.environ["LAZYSTREAM_TEST_KAFKA_BOOTSTRAP"]
     kubeconfig = Path(os.environ["LAZYSTREAM_TEST_KUBECONFIG"])
@@ -278,6 +284,8 @@ async def run_size(fences: int, deps: int = 50, timeout: float | None = None) ->
         procs[0] = await start_worker(envs[0], base / "w0-restart.log")
         await wait_log(base / "w0-restart.log", "lazystream ready", timeout)
         figures.recovery_s = time.monotonic() - restart
+        if report is not None:
+            report(figures)
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -365,7 +373,7 @@ async def converge(
                 f"  {now - start:.0f} s: {applied}/{edges} edges, {complete} Sidecars complete",
                 file=sys.stderr,
             )
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(max(2.0, figures.fences / 1000))  # each poll lists every Sidecar
     figures.converged_s = time.monotonic() - start
     figures.phases["converge"] = figures.converged_s
 
@@ -402,9 +410,12 @@ async def latencies(bootstrap: str, api: client.ApiClient, namespace: str, ip: s
     return out
 
 
+def show(figures: ScaleFigures) -> None:
+    print(f"{figures}  [{time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}]", flush=True)
+    print("\n".join(figures.memory_lines()), flush=True)
+
+
 if __name__ == "__main__":
     sizes = [int(a) for a in sys.argv[1:]] or [1000, 3000, 10000]
     for size in sizes:
-        result = asyncio.run(run_size(size))
-        print(f"{result}  [{time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}]", flush=True)
-        print("\n".join(result.memory_lines()), flush=True)
+        asyncio.run(run_size(size, report=show))
