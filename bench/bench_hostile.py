@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -117,7 +118,7 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
-def cluster(namespace: str) -> tuple[list[dict], list[str], list[str]]:
+def cluster(namespace: str) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """Callers with fences and targets in ``namespace``; their objects, caller IPs and admitted names."""
     net = uuid.uuid4().int % 250
     builder = ClusterBuilder()
@@ -131,7 +132,7 @@ def cluster(namespace: str) -> tuple[list[dict], list[str], list[str]]:
     return [o for o in builder.items if o["kind"] != "Namespace"], ips, targets
 
 
-def apply(api: client.ApiClient, namespace: str, objects: list[dict]) -> None:
+def apply(api: client.ApiClient, namespace: str, objects: list[dict[str, Any]]) -> None:
     client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     dyn = dynamic_client(api)
     for obj in objects:
@@ -141,7 +142,7 @@ def apply(api: client.ApiClient, namespace: str, objects: list[dict]) -> None:
         )
 
 
-def allowed_hosts(objects: list[dict], namespace: str) -> set[str]:
+def allowed_hosts(objects: list[dict[str, Any]], namespace: str) -> set[str]:
     """Egress hosts a Sidecar may list: every Sidecar's fixed entries (rendered with no records) and the
     Services of the namespace."""
     options = render_options(load_config(None, {}))
