@@ -156,8 +156,6 @@ def setup(api: client.ApiClient, namespace: str, fences: int, targets: int) -> l
                     return
                 raise client.ApiException(status=response.status, reason=response.data[:300].decode())
             except client.ApiException as exc:  # an overloaded API server answers 429, 500 or 504
-                if exc.status == 409:  # created by an earlier attempt that timed out
-                    return
                 if exc.status not in (429, 500, 503, 504) or attempt == SETUP_ATTEMPTS - 1:
                     raise
                 time.sleep(2.0 * (attempt + 1))
@@ -346,7 +344,7 @@ async def converge(
             first = (time.monotonic(), done)
         await asyncio.sleep(1.0)
     first = first or (start, 0)
-    elapsed = max(time.monotonic() - first[0], 0.5)  # the commit poll's resolution
+    elapsed = max(time.monotonic() - first[0], 1.0)  # the commit poll's resolution
     figures.records_per_s = (figures.records - first[1]) / elapsed
     figures.phases["ingest"] = time.monotonic() - start
     edges = await end_offset(bootstrap, f"{run_id}-edges")  # every edge is produced by now
