@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from lazystream import heap, logs, memory
 from lazystream.admin import AdminHooks, AdminServer, cache_explainer, cache_fences_in, create_admin_app
@@ -41,6 +42,8 @@ from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identit
 from lazystream.kube.sink import Desired, FenceSink, NotReady, Observed
 from lazystream.metrics import add_metrics_route, instrument_worker
 from lazystream.metrics_source import PrometheusPoller
+from lazystream.ops.kafka import OpsError
+from lazystream.ops.topics import create_topics
 from lazystream.options import (
     autofence_options,
     fallback_options,
@@ -445,20 +448,48 @@ class Worker:
         return ", ".join(parts) or "idle"
 
 
-def check_kafka_access(config: Config) -> None:
-    """With TLS or SASL (``kafka.security``), connect once before anything starts: brokers that refuse the
-    handshake or the credentials raise :class:`~lazystream.kafka_security.KafkaAccessError` saying why and
-    which settings to check, where faust would stop with a traceback of aiokafka's "Unable to bootstrap".
-    Brokers that cannot be reached are only logged, and left to faust's clients as without security."""
-    if config.kafka.security.protocol == "PLAINTEXT":
-        return
-    loop = asyncio.new_event_loop()  # not the current loop: faust's worker sets up its own
+TOPICS_PREPARE_TIMEOUT_S = 60.0
+"""How long a starting worker spends creating its topics before it leaves them to faust."""
+
+
+def prepare_kafka(config: Config) -> None:
+    """Before anything starts, on a loop of its own (faust's worker sets up its own): check that the brokers
+    accept the worker's TLS or SASL settings, then create the worker's topics and wait until the brokers list
+    them (:func:`~lazystream.ops.topics.create_topics`).
+
+    Why the topics: faust creates them as it starts, at the moment its consumer joins the group; a leader
+    whose metadata did not list the edges topic yet assigned none of its partitions, and the edges waited for
+    the next metadata refresh (minutes; seen on a new deployment). Brokers that cannot be reached, or that
+    refuse to create topics, are logged and left to faust's clients, which keep trying.
+
+    Raises :class:`~lazystream.kafka_security.KafkaAccessError` when a broker refuses the TLS handshake or
+    the credentials, saying why and which settings to check, where faust would stop with a traceback of
+    aiokafka's "Unable to bootstrap".
+    """
+    loop = asyncio.new_event_loop()
     try:
-        problems = loop.run_until_complete(check_access(config.kafka))
+        loop.run_until_complete(_prepare_kafka(config))
     finally:
         loop.close()
-    if problems:
-        log.warning("Kafka is not reachable yet (%s); the clients keep trying", "; ".join(problems))
+
+
+async def _prepare_kafka(config: Config) -> None:
+    if config.kafka.security.protocol != "PLAINTEXT":
+        problems = await check_access(config.kafka)
+        if problems:
+            log.warning("Kafka is not reachable yet (%s); the clients keep trying", "; ".join(problems))
+            return
+    try:
+        rows = await asyncio.wait_for(create_topics(config), TOPICS_PREPARE_TIMEOUT_S)
+    except (OpsError, KafkaError, TimeoutError) as exc:
+        reason = str(exc) or "timed out"
+        log.warning("topics not created before start (%s); faust declares them as it starts", reason)
+        return
+    for row in rows:
+        if row.action == "created":
+            log.info("topic %s created (%d partitions)", row.name, row.partitions)
+        elif row.action != "exists":
+            log.warning("topic %s: %s", row.name, row.action)
 
 
 def run(config: Config, loglevel: str | None = None) -> None:
@@ -468,12 +499,13 @@ def run(config: Config, loglevel: str | None = None) -> None:
     test) needs from a worker that does not stop. (faust's SIGUSR1 logs the asyncio tasks, from the loop.)
 
     Raises :class:`~lazystream.kafka_security.KafkaAccessError` when the brokers refuse the worker's TLS or
-    SASL settings, and :class:`~lazystream.config.ConfigError` when a ``kafka.security`` file is unusable.
+    SASL settings (:func:`prepare_kafka`), and :class:`~lazystream.config.ConfigError` when a
+    ``kafka.security`` file is unusable.
     """
     faulthandler.register(signal.SIGQUIT, all_threads=True)
     heap.tune()
     tuned = memory.tune_allocator(os.environ)  # before any thread starts
-    check_kafka_access(config)
+    prepare_kafka(config)
     worker = Worker(config)
     if tuned:
         log.info("allocator: %s", ", ".join(f"{k}={v}" for k, v in tuned.items()))

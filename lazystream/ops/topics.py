@@ -22,9 +22,10 @@ agent rebuilds the new table from the restore messages, and the usual seeding fr
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ from lazystream.kafka_security import client_kwargs
 from lazystream.ops import kafka
 
 TOPIC_ALREADY_EXISTS = 36
+VISIBLE_TIMEOUT_S = 30.0
+"""How long :func:`create_topics` waits for the brokers' metadata to list the topics it created."""
 SCAN_PER_PARTITION = 10_000
 """Records per partition ``describe`` reads to count keys by namespace."""
 
@@ -89,6 +92,33 @@ async def _metadata(admin: AIOKafkaAdminClient, names: Iterable[str]) -> dict[st
     return {t["topic"]: t for t in await admin.describe_topics(sorted(existing)) if not t["error_code"]}
 
 
+def _led(topic: dict[str, Any] | None) -> bool:
+    """A topic the metadata lists with every partition led by a broker."""
+    return bool(topic and topic["partitions"] and all(p["leader"] >= 0 for p in topic["partitions"]))
+
+
+async def wait_visible(
+    admin: AIOKafkaAdminClient, names: Collection[str], timeout: float = VISIBLE_TIMEOUT_S
+) -> None:
+    """Wait until the brokers' metadata lists every topic of ``names``, each partition with a leader.
+
+    Why: a broker answers CreateTopics once the controller has recorded the topic, and its metadata learns
+    of it a moment later. A consumer that joins its group in between is assigned no partition of the topic
+    (faust: "Ignoring missing topic") and notices it only at its next metadata refresh, minutes later.
+    Raises :class:`~lazystream.ops.kafka.OpsError` naming the topics still missing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = await _metadata(admin, names)
+        missing = sorted(n for n in names if not _led(meta.get(n)))
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise kafka.OpsError(
+                f"created, but not in the brokers' metadata after {timeout:.0f} s: {', '.join(missing)}"
+            )
+        await asyncio.sleep(0.2)
+
+
 @dataclass(frozen=True)
 class Created:
     kind: TopicKind
@@ -101,7 +131,8 @@ class Created:
 
 async def create_topics(config: Config) -> list[Created]:
     """Create the missing topics with ``topics.partitions`` and ``topics.replication`` (the changelog
-    compacted, as faust declares it); existing topics are left as they are and reported."""
+    compacted, as faust declares it), and return once the brokers' metadata lists them
+    (:func:`wait_visible`); existing topics are left as they are and reported."""
     names = topic_names(config)
     want_p, want_r = config.topics.partitions, config.topics.replication
     out: list[Created] = []
@@ -115,6 +146,7 @@ async def create_topics(config: Config) -> list[Created]:
                     raise kafka.OpsError(
                         f"cannot create topic {topic!r}: error {code} {rest[0] if rest else ''}"
                     )
+            await wait_visible(admin, [n for _, n in missing])
         for kind, name in names.items():
             if name in meta:
                 parts = meta[name]["partitions"]

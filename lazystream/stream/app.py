@@ -25,7 +25,7 @@ from lazystream.domain.cluster import ObjectKey
 from lazystream.kafka_security import client_security
 from lazystream.options import resolve_options
 from lazystream.stream import clienterrors, rewind
-from lazystream.stream.ingest import AccessIngest
+from lazystream.stream.ingest import METADATA_MAX_AGE_MS, AccessIngest
 from lazystream.stream.partitioning import edge_partitioner
 from lazystream.stream.pipeline import HOSTS_LIMIT, ClusterView, Ingest
 
@@ -68,6 +68,7 @@ def create_app(config: Config) -> faust.App:
         # of its own, which cost a fifth of a busy worker's CPU; 5 ms (the ingest's linger) batches them.
         producer_linger=PRODUCER_LINGER_S,
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         autodiscover=False,
     )
 

@@ -32,6 +32,9 @@ from lazystream.stream.pipeline import ClusterView, DeadLetter, Ingest
 
 log = logging.getLogger(__name__)
 
+METADATA_MAX_AGE_MS = 60_000
+"""How often the worker's consumers refresh topic metadata (aiokafka and faust: 5 minutes). A topic that
+was missing when a group was assigned, or partitions added to one, are then noticed within a minute."""
 BATCH_RECORDS = 5000
 """Records fetched per poll."""
 CHUNK_RECORDS = 500
@@ -90,6 +93,7 @@ class AccessIngest:
             auto_offset_reset="earliest",
             max_poll_records=BATCH_RECORDS,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         producer = AIOKafkaProducer(
             **connection,

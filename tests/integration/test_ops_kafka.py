@@ -19,7 +19,9 @@ from lazystream.config import Config, load_config
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.ops import kafka
+from lazystream.ops.topics import wait_visible
 from lazystream.testing import fluent_bit, global_sidecar_record
+from lazystream.worker import prepare_kafka
 from tests.fixtures.kafka import delete_topics
 from tests.integration.test_worker_e2e import LAZYSTREAM
 
@@ -247,3 +249,51 @@ def test_replay_moves_offsets_and_refuses_a_live_group(
     assert "stop every lazystream worker" in refused.stderr
     assert scale.returncode == 1
     assert "live member" in scale.stderr
+
+
+def test_a_starting_worker_creates_its_topics_and_waits_for_the_brokers_to_list_them(
+    env: dict[str, str], kafka_bootstrap: str, fresh_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="lazystream.worker")
+    prepare_kafka(config_of(env))  # before faust starts: its group would otherwise be assigned without them
+
+    async def described() -> dict[str, dict[str, object]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            names = [f"{fresh_name}-{s}" for s in ("access", "edges", "dlq", "learned-changelog")]
+            return {t["topic"]: t for t in await admin.describe_topics(names)}
+        finally:
+            await admin.close()
+
+    topics = asyncio.run(described())
+    assert {t: d["error_code"] for t, d in topics.items()} == dict.fromkeys(topics, 0)
+    for topic in topics.values():
+        assert sorted(p["partition"] for p in topic["partitions"]) == [0, 1, 2]  # type: ignore[attr-defined]
+        assert all(p["leader"] >= 0 for p in topic["partitions"])  # type: ignore[attr-defined]
+    assert sum("created (3 partitions)" in m for m in caplog.messages) == 4
+
+    caplog.clear()
+    prepare_kafka(config_of(env))  # a second worker: nothing to create, nothing to say
+    assert not [m for m in caplog.messages if "topic" in m]
+
+
+def test_a_worker_that_cannot_create_its_topics_leaves_them_to_faust(
+    fresh_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = time.monotonic()
+    prepare_kafka(config_of(ops_env("127.0.0.1:1", fresh_name)))  # nothing listens there
+    assert time.monotonic() - started < 30
+    assert any("topics not created before start" in m for m in caplog.messages), caplog.messages
+
+
+async def test_waiting_for_topics_names_those_the_brokers_do_not_list(
+    kafka_bootstrap: str, fresh_name: str
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        with pytest.raises(kafka.OpsError, match=f"after 1 s: {fresh_name}-never-created$"):
+            await wait_visible(admin, [f"{fresh_name}-never-created"], timeout=1.0)
+    finally:
+        await admin.close()
