@@ -254,11 +254,12 @@ class Worker:
                 self.sink.schedule_threadsafe(key)
 
     def schedule_owned(self) -> int:
+        """Sweep every fence in scope that this worker owns (the sink skips what is unchanged); returns how
+        many."""
         with self.cache.reading():
             keys = list(self.cache.fences)
         owned = [k for k in keys if self.in_scope(k) and self.stream.owns(k)]
-        for key in owned:
-            self.sink.schedule(key)
+        self.sink.sweep(owned)  # behind the fences scheduled as they learn: see FenceSink.sweep
         return len(owned)
 
     # -- computing ------------------------------------------------------------------------------------

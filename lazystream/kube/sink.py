@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -181,7 +181,8 @@ class FenceSink:
     """Writes fences' status and Sidecars to the API server: coalesced, idempotent, bounded, off-loop.
 
     Use from one event loop: ``await start()``, then ``schedule(key)`` whenever a fence's desired objects may
-    have changed (``schedule_threadsafe`` from watch threads), and ``await stop()`` at shutdown.
+    have changed (``schedule_threadsafe`` from watch threads), ``sweep(keys)`` to check many fences in the
+    background, and ``await stop()`` at shutdown.
     """
 
     def __init__(
@@ -239,6 +240,8 @@ class FenceSink:
 
         self._dirty: set[ObjectKey] = set()
         """Fences scheduled and not yet picked up by a write."""
+        self._sweeping: dict[ObjectKey, None] = {}
+        """Fences of a sweep not yet scheduled, in order: fed in only while a slot is free (:meth:`sweep`)."""
         self._active: dict[ObjectKey, asyncio.Task[None]] = {}
         """One task per fence being written (waiting for a slot or writing): never two for one fence."""
         self._timers: dict[ObjectKey, asyncio.TimerHandle] = {}
@@ -269,6 +272,7 @@ class FenceSink:
         self._running = True
         for key in list(self._dirty):
             self._kick(key)
+        self._feed()
 
     def _resolve_resources(self) -> None:
         dynamic = DynamicClient(self._api)
@@ -283,6 +287,7 @@ class FenceSink:
             return
         drain = self.drain_timeout if timeout is None else timeout
         self._stopping = True
+        self._sweeping.clear()  # a sweep only checks: the next worker's start sweeps again
         for key, timer in list(self._timers.items()):
             timer.cancel()
             del self._timers[key]
@@ -319,9 +324,32 @@ class FenceSink:
         calls within a coalescing interval collapse into one trailing write."""
         if self._stopping:
             return
+        self._sweeping.pop(key, None)  # written now: the sweep need not come back to it
         self._dirty.add(key)
         if self._running:
             self._kick(key)
+
+    def sweep(self, keys: Iterable[ObjectKey]) -> None:
+        """Ask for every fence of ``keys`` to be written again, behind whatever :meth:`schedule` asks for.
+
+        Why not ``schedule`` each: the worker sweeps all its fences (thousands) at start, after a
+        rebalance and every few minutes, and most are unchanged. Scheduled at once, they would all wait for
+        a slot ahead of a fence that just learned a host, which then waited for seconds. So a sweep's fences
+        are scheduled one by one, only while fewer than ``concurrency`` writes are pending."""
+        if self._stopping:
+            return
+        for key in keys:
+            if key not in self._dirty:
+                self._sweeping[key] = None
+        self._feed()
+
+    def _feed(self) -> None:
+        """Schedule swept fences while a slot is free (called whenever a write ends)."""
+        while (
+            self._running and not self._stopping and self._sweeping and len(self._active) < self.concurrency
+        ):
+            key = next(iter(self._sweeping))
+            self.schedule(key)  # takes it off the sweep; starts its write (or arms its timer)
 
     def schedule_threadsafe(self, key: ObjectKey) -> None:
         """``schedule`` from another thread (watch threads of the cluster cache)."""
@@ -353,8 +381,9 @@ class FenceSink:
         self._kick(key)
 
     def idle(self) -> bool:
-        """Nothing scheduled (not even a trailing or retry-later write) and nothing in flight."""
-        return not (self._dirty or self._active or self._timers)
+        """Nothing scheduled (not even a trailing or retry-later write, nor a swept fence) and nothing in
+        flight."""
+        return not (self._dirty or self._active or self._timers or self._sweeping)
 
     async def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until :meth:`idle` (tests, shutdown checks); False when ``timeout`` seconds pass first."""
@@ -362,10 +391,11 @@ class FenceSink:
         while not self.idle():
             if time.monotonic() > deadline:
                 log.info(
-                    "sink not idle after %.1f s: %d scheduled, %d in flight",
+                    "sink not idle after %.1f s: %d scheduled, %d in flight, %d to sweep",
                     timeout,
                     len(self._dirty),
                     len(self._active),
+                    len(self._sweeping),
                 )
                 return False
             await asyncio.sleep(0.01)
@@ -395,6 +425,7 @@ class FenceSink:
             self._not_before[key] = loop.time() + self.retry_later_seconds
         if key in self._dirty:
             self._kick(key)
+        self._feed()
 
     async def _write_fence(self, key: ObjectKey) -> bool:
         """Apply what ``compute`` asks for; True when the fence should be tried again later."""

@@ -504,3 +504,30 @@ async def test_not_ready_compute_is_tried_again_not_dropped(
         assert sink.writes_total["status:applied"] == 1
         assert sink.writes_total["sidecar:applied"] == 1
         assert len(calls) == 2
+
+
+async def test_a_sweep_waits_behind_fences_scheduled_as_they_learn(
+    sink_api: client.ApiClient, kube_dynamic: DynamicClient, namespace: str
+) -> None:
+    """A full sweep of many fences must not hold up a fence that just learned a host: the sweep is fed
+    to the writers only while a slot is free."""
+    names = [f"swept{i:02d}" for i in range(30)]
+    fences = {n: create_fence(kube_dynamic, namespace, n) for n in [*names, "learner"]}
+    computed: list[str] = []
+
+    def compute(k: ObjectKey) -> tuple[Desired, Observed | None]:
+        computed.append(k.name)
+        hosts = [f"{k.name}-dep.default.svc.cluster.local"]
+        return Desired(status=status_for(hosts), sidecar=sidecar_for(fences[k.name], hosts)), None
+
+    sink = FenceSink(sink_api, compute=compute, concurrency=2)
+    async with running(sink):
+        sink.sweep(ObjectKey(namespace, n) for n in names)
+        await asyncio.sleep(0)  # the first swept writes take their slots
+        sink.schedule(ObjectKey(namespace, "learner"))
+        sink.sweep([ObjectKey(namespace, "learner"), ObjectKey(namespace, names[-1])])  # no second write
+        assert not sink.idle()
+        assert await sink.wait_idle(30)
+    assert sorted(computed) == sorted(fences)  # every fence once
+    assert computed.index("learner") <= 2  # behind at most the writes holding the two slots
+    assert [n for n in computed if n != "learner"] == names  # swept in order
