@@ -199,7 +199,9 @@ class ClusterView(Protocol):
     """The watch cache as the admin API reads it (``lazystream.kube.informers.ClusterCache`` fits)."""
 
     state: ClusterState
-    fences: dict[ObjectKey, dict[str, Any]]
+
+    @property
+    def fences(self) -> Mapping[ObjectKey, dict[str, Any]]: ...
 
     def fence(self, key: ObjectKey) -> dict[str, Any] | None: ...
 

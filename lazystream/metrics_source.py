@@ -33,7 +33,9 @@ class FenceCache(Protocol):
     """The watch cache as the poller reads it (``ClusterCache`` fits)."""
 
     state: ClusterState
-    fences: dict[ObjectKey, dict[str, Any]]
+
+    @property
+    def fences(self) -> Mapping[ObjectKey, dict[str, Any]]: ...
 
     def reading(self) -> AbstractContextManager[Any]: ...
 

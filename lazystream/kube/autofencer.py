@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -33,7 +33,9 @@ class FenceCache(Protocol):
     """The watch cache as autoFence reads it (``ClusterCache`` fits)."""
 
     state: ClusterState
-    fences: dict[ObjectKey, dict[str, Any]]
+
+    @property
+    def fences(self) -> Mapping[ObjectKey, dict[str, Any]]: ...
 
     def reading(self) -> AbstractContextManager[Any]: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,7 +43,9 @@ class ClusterView(Protocol):
     Kubernetes watches update them from threads)."""
 
     state: ClusterState
-    fences: dict[ObjectKey, dict[str, Any]]
+
+    @property
+    def fences(self) -> Mapping[ObjectKey, dict[str, Any]]: ...
 
     def reading(self) -> AbstractContextManager[Any]: ...
 

@@ -341,6 +341,14 @@ def test_a_virtual_service_affects_exactly_the_fence_that_has_its_host(
     eventually(lambda: cache.state.virtual_services.get(ObjectKey(ns, "ratings")), what="VS seen")
     assert not changes.about(f"VirtualService ADDED {ns}/ratings")
 
+    # the index follows a fence's hosts as they change: a host the fence no longer has does not match it
+    cache.set_fence_hosts(productpage, [details, ratings])
+    cache.set_fence_hosts(reviews, [ratings])
+    cache.set_fence_hosts(reviews, [details])
+    kube.create("VirtualService", "ratings-2", {"spec": {"hosts": ["ratings"]}})
+    eventually(lambda: changes.about(f"VirtualService ADDED {ns}/ratings-2"), what="VS add reported")
+    assert changes.about(f"VirtualService ADDED {ns}/ratings-2") == [frozenset({productpage})]
+
 
 def test_a_virtual_service_affects_the_namespace_fences_of_its_namespace(
     kube: Kube, make_cache, changes: Changes, namespace: str
