@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,9 @@ from lazystream.config import ConfigError, load_config
 from lazystream.testing.http import Client, EchoUpstream
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import free_port
+from tests.fixtures.worker import LAZYSTREAM
 
 pytestmark = pytest.mark.timeout(60)
-LAZYSTREAM = str(Path(sys.executable).with_name("lazystream"))
 
 
 @pytest.mark.parametrize(

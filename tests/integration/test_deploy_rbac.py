@@ -14,7 +14,6 @@ EnvoyFilter and the global-sidecar's ConfigMap and Service (created beforehand a
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from tests.fixtures.deploy import find, render
 from tests.fixtures.kube import AuditEvent, AuditLog
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer
-from tests.integration.test_worker_e2e import (
+from tests.fixtures.worker import (
+    LAZYSTREAM,
     apply_objects,
     bookinfo_in,
     get,
@@ -41,7 +41,6 @@ from tests.integration.test_worker_e2e import (
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kube, pytest.mark.timeout(300)]
-LAZYSTREAM = str(Path(sys.executable).with_name("lazystream"))
 OVERLAY = "cluster-accesslog"
 HTTP_CREATED = 201
 NAMESPACED_ROLES = {

@@ -23,7 +23,7 @@ from lazystream.domain.cluster import ObjectKey
 from lazystream.kube.cleanup import remove_everything
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer, unique_name
-from tests.integration.test_worker_e2e import LAZYSTREAM, apply_objects, get, wait_for, worker_env
+from tests.fixtures.worker import LAZYSTREAM, apply_objects, get, wait_for, worker_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kube, pytest.mark.timeout(240)]
 EF = ("networking.istio.io/v1alpha3", "EnvoyFilter")

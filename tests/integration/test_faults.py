@@ -12,7 +12,7 @@ from kubernetes.dynamic import DynamicClient
 from tests.fixtures.kube import AuditLog
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer
-from tests.integration.test_worker_e2e import (
+from tests.fixtures.worker import (
     LAZYSTREAM,
     apply_objects,
     bookinfo_in,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -29,10 +28,9 @@ from lazystream.testing.fluentbit import ForwardToKafka
 from lazystream.testing.http import Client, EchoUpstream
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer, free_port, unavailable
-from tests.integration.test_worker_e2e import apply_objects, get, worker_env
+from tests.fixtures.worker import LAZYSTREAM, apply_objects, get, worker_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kube, pytest.mark.timeout(240)]
-LAZYSTREAM = str(Path(sys.executable).with_name("lazystream"))
 
 
 def loopback_ip() -> str:

@@ -21,10 +21,10 @@ from kubernetes.dynamic import DynamicClient
 from lazystream.testing import fluent_bit, global_sidecar_record
 from lazystream.testing.fluentbit import ForwardToKafka
 from tests.fixtures.kafka import delete_topics
+from tests.fixtures.ops import cli, ops_env
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer, SecureKafka
-from tests.integration.test_ops_kafka import cli, ops_env
-from tests.integration.test_worker_e2e import (
+from tests.fixtures.worker import (
     LAZYSTREAM,
     apply_objects,
     bookinfo_in,

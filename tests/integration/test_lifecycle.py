@@ -19,7 +19,7 @@ from lazystream.kube.cleanup import ENVOY_FILTER, SERVICE_FENCE, SIDECAR, manage
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer
-from tests.integration.test_worker_e2e import LAZYSTREAM, apply_objects, get, produce, wait_for, worker_env
+from tests.fixtures.worker import LAZYSTREAM, apply_objects, get, produce, wait_for, worker_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kube, pytest.mark.timeout(300)]
 CREATED_BY = "app.kubernetes.io/created-by"

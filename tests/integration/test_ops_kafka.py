@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from lazystream.config import Config, load_config
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.ops import kafka
@@ -23,35 +21,10 @@ from lazystream.ops.topics import wait_visible
 from lazystream.testing import fluent_bit, global_sidecar_record
 from lazystream.worker import prepare_kafka
 from tests.fixtures.kafka import delete_topics
-from tests.integration.test_worker_e2e import LAZYSTREAM
+from tests.fixtures.ops import cli, config_of, ops_env
+from tests.fixtures.worker import LAZYSTREAM
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
-
-
-def ops_env(bootstrap: str, app_id: str, **extra: str) -> dict[str, str]:
-    return dict(
-        os.environ,
-        LAZYSTREAM_KAFKA_BOOTSTRAP=bootstrap,
-        LAZYSTREAM_KAFKA_APP_ID=app_id,
-        LAZYSTREAM_TOPICS_ACCESS=f"{app_id}-access",
-        LAZYSTREAM_TOPICS_EDGES=f"{app_id}-edges",
-        LAZYSTREAM_TOPICS_DEAD_LETTER=f"{app_id}-dlq",
-        LAZYSTREAM_TOPICS_PARTITIONS="3",
-        **extra,
-    )
-
-
-def config_of(env: dict[str, str]) -> Config:
-    return load_config(None, environ=env)
-
-
-def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [LAZYSTREAM, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    if check:
-        assert done.returncode == 0, f"{args}: {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return done
 
 
 @pytest.fixture

@@ -24,10 +24,10 @@ from lazystream.ops import kafka
 from lazystream.testing import fluent_bit, global_sidecar_record
 from tests.fixtures.kafka import delete_topics
 from tests.fixtures.kube import AuditLog
+from tests.fixtures.ops import FENCE, cli, group_lag, learned_hosts, sidecar_spec, writes_in
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer, free_port
-from tests.integration.test_ops_kafka import cli
-from tests.integration.test_worker_e2e import (
+from tests.fixtures.worker import (
     LAZYSTREAM,
     apply_objects,
     bookinfo_in,
@@ -40,37 +40,11 @@ from tests.integration.test_worker_e2e import (
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kube]
-SIDECAR = "networking.istio.io/v1alpha3"
-FENCE = "microservice.slime.io/v1alpha1"
-WRITES = {"patch", "update", "create", "apply"}
 
 
 async def end_offsets(config: Config, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
     async with kafka.reader(config) as consumer:
         return await consumer.end_offsets(tps)
-
-
-def sidecar_spec(dynamic: DynamicClient, namespace: str, name: str) -> dict[str, Any] | None:
-    sidecar = get(dynamic, SIDECAR, "Sidecar", namespace, name)
-    return sidecar["spec"] if sidecar else None
-
-
-def writes_in(audit: AuditLog, namespace: str) -> list[str]:
-    return [
-        f"{e.verb} {e.ref('resource')}/{e.ref('name')}"
-        for e in audit.events()
-        if e.ref("namespace") == namespace
-        and e.verb in WRITES
-        and e.ref("resource") in ("servicefences", "sidecars")
-    ]
-
-
-def group_lag(env: dict[str, str], topic: str) -> int | None:
-    described = json.loads(cli(env, "topics", "describe", "--scan", "0", "-o", "json").stdout)
-    for t in described["topics"]:
-        if t["name"] == topic:
-            return t["lag"]
-    raise AssertionError(topic)
 
 
 @pytest.mark.timeout(300)
@@ -155,15 +129,6 @@ def test_replay_into_empty_state_then_over_it_writes_nothing(
             assert worker.stop() == 0, worker.output()[-3000:]
     finally:
         asyncio.run(delete_topics(f"{fresh_name}-", bootstrap_servers=kafka_bootstrap))
-
-
-def learned_hosts(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Fence → learned hosts (first, last, count) from the changelog of the configured table version."""
-    out: dict[str, dict[str, Any]] = {}
-    for line in cli(env, "tail", "changelog", "--from-beginning", "-o", "json").stdout.splitlines():
-        record = json.loads(line)
-        out[record["key"]] = record.get("hosts") or {}
-    return out
 
 
 @pytest.mark.heavy

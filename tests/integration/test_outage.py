@@ -39,12 +39,11 @@ from lazystream.stream.partitioning import partition_of_key
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from tests.fixtures.kafka import delete_topics
 from tests.fixtures.kube import AuditLog
+from tests.fixtures.ops import FENCE, cli, config_of, group_lag, learned_hosts, sidecar_spec, writes_in
 from tests.fixtures.private import PrivateKafka, PrivateKube
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer, free_port
-from tests.integration.test_ops_kafka import cli, config_of
-from tests.integration.test_ops_worker import FENCE, group_lag, learned_hosts, sidecar_spec, writes_in
-from tests.integration.test_worker_e2e import LAZYSTREAM, apply_objects, get, produce, wait_for, worker_env
+from tests.fixtures.worker import LAZYSTREAM, apply_objects, get, produce, wait_for, worker_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kube, pytest.mark.heavy]
 FENCES = ("productpage", "reviews")

@@ -24,14 +24,7 @@ from kubernetes.dynamic import DynamicClient
 
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer, PrometheusServer
-from tests.integration.test_worker_e2e import (
-    LAZYSTREAM,
-    apply_objects,
-    bookinfo_in,
-    get,
-    wait_for,
-    worker_env,
-)
+from tests.fixtures.worker import LAZYSTREAM, apply_objects, bookinfo_in, get, wait_for, worker_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kube, pytest.mark.prometheus, pytest.mark.timeout(300)]
 SVF = ("microservice.slime.io/v1alpha1", "ServiceFence")

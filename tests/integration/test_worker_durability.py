@@ -17,7 +17,7 @@ from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from tests.fixtures.kube import AuditLog
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import KubeServer
-from tests.integration.test_worker_e2e import (
+from tests.fixtures.worker import (
     LAZYSTREAM,
     apply_objects,
     bookinfo_in,

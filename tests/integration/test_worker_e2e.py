@@ -8,134 +8,31 @@ objects and records is the oracle.
 
 from __future__ import annotations
 
-import os
-import random
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
 
-from lazystream.config import load_config
-from lazystream.domain.render import render
-from lazystream.options import render_options
-from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
+from lazystream.testing import ClusterBuilder
 from tests.fixtures.kube import AuditLog
 from tests.fixtures.processes import WorkerProcess
-from tests.fixtures.servers import KubeServer, free_port
+from tests.fixtures.servers import KubeServer
+from tests.fixtures.worker import (
+    LAZYSTREAM,
+    apply_objects,
+    bookinfo_in,
+    get,
+    oracle,
+    produce,
+    records_from,
+    wait_for,
+    worker_env,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kube, pytest.mark.timeout(240)]
-LAZYSTREAM = str(Path(sys.executable).with_name("lazystream"))
 FIELD_MANAGER = "lazystream"
-
-
-def bookinfo_in(namespace: str) -> tuple[ClusterBuilder, dict[str, str]]:
-    """The tutorial's bookinfo in ``namespace``, with IPs no other test uses."""
-    net, subnet = random.randrange(1, 250), random.randrange(0, 250)  # noqa: S311 - not a secret
-    ips = {
-        name: f"10.{net}.{subnet}.{10 + i}"
-        for i, name in enumerate(["productpage", "details", "reviews", "ratings"])
-    }
-    builder = ClusterBuilder()
-    for name, ip in ips.items():
-        builder.service(name, namespace, ips=[ip])
-    builder.fence("productpage", namespace, workloadSelector={"fromService": True})
-    builder.items = [o for o in builder.items if o["kind"] != "Namespace"]
-    return builder, ips
-
-
-def apply_objects(dynamic: DynamicClient, objects: list[dict[str, Any]], manager: str = "test-setup") -> None:
-    for obj in objects:
-        api_version = obj.get("apiVersion", "v1")
-        resource = dynamic.resources.get(api_version=api_version, kind=obj["kind"])
-        resource.server_side_apply(
-            body=obj,
-            name=obj["metadata"]["name"],
-            namespace=obj["metadata"]["namespace"],
-            field_manager=manager,
-            force_conflicts=True,
-        )
-
-
-def records_from(ips: dict[str, str], calls: list[str]) -> list[bytes]:
-    return [
-        fluent_bit(
-            global_sidecar_record(
-                authority=authority, peer_address=f"{ips['productpage']}:{40000 + i}", time=time.time()
-            )
-        )
-        for i, authority in enumerate(calls)
-    ]
-
-
-def worker_env(
-    kafka: str, kube: KubeServer, app_id: str, tmp: Path, namespace: str, **extra: str
-) -> dict[str, str]:
-    env = dict(
-        os.environ,
-        KUBECONFIG=str(kube.kubeconfig),
-        LAZYSTREAM_KAFKA_BOOTSTRAP=kafka,
-        LAZYSTREAM_KAFKA_APP_ID=app_id,
-        LAZYSTREAM_TOPICS_ACCESS=f"{app_id}-access",
-        LAZYSTREAM_TOPICS_EDGES=f"{app_id}-edges",
-        LAZYSTREAM_TOPICS_DEAD_LETTER=f"{app_id}-dlq",
-        LAZYSTREAM_TOPICS_PARTITIONS="2",
-        LAZYSTREAM_TABLES_DATA_DIR=str(tmp / "data"),
-        LAZYSTREAM_WEB_PORT=str(free_port()),
-        LAZYSTREAM_SINK_COALESCE_SECONDS="0.5",
-        LAZYSTREAM_FENCE_REFRESH_PERIOD_SECONDS="2",
-        # tests share one API server: each worker manages its own test's namespace only
-        LAZYSTREAM_GENERAL_WHITE_NAMESPACE_LIST=namespace,
-        LAZYSTREAM_LEADER_ELECTION_LEASE_NAMESPACE=namespace,
-        # the fallback objects live in Istio's and the global-sidecar's namespaces, which tests share:
-        # only the tests of the fallback objects (which point those namespaces at their own) write them
-        LAZYSTREAM_FALLBACK_MANAGE="false",
-    )
-    env.update(extra)
-    return env
-
-
-async def produce(kafka: str, topic: str, messages: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all")
-    await producer.start()
-    try:
-        for message in messages:
-            await producer.send_and_wait(topic, message)
-    finally:
-        await producer.stop()
-
-
-def wait_for(condition, what: str, timeout: float = 60.0, worker: WorkerProcess | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if worker is not None:
-            assert worker.proc.poll() is None, f"worker exited waiting for {what}:\n{worker.output()[-4000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}" + (
-            f"\n{worker.output()[-4000:]}" if worker else ""
-        )
-        time.sleep(0.25)
-
-
-def get(
-    dynamic: DynamicClient, api_version: str, kind: str, namespace: str, name: str
-) -> dict[str, Any] | None:
-    try:
-        return (
-            dynamic.resources.get(api_version=api_version, kind=kind)
-            .get(name=name, namespace=namespace)
-            .to_dict()
-        )
-    except NotFoundError:
-        return None
-
-
-def oracle(objects: list[dict[str, Any]], records: list[bytes]) -> dict[str, dict[str, Any]]:
-    result = render(objects, records, render_options(load_config(None, {})), time.time())
-    return {o["kind"]: o for o in result.items if o["metadata"].get("name") == "productpage"}
 
 
 async def test_tutorial_scenario_end_to_end(

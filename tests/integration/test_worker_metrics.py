@@ -15,14 +15,7 @@ from kubernetes.dynamic import DynamicClient
 from lazystream.metrics import METRICS
 from tests.fixtures.processes import WorkerProcess
 from tests.fixtures.servers import REPO, KubeServer, PrometheusServer
-from tests.integration.test_worker_e2e import (
-    LAZYSTREAM,
-    apply_objects,
-    bookinfo_in,
-    produce,
-    records_from,
-    worker_env,
-)
+from tests.fixtures.worker import LAZYSTREAM, apply_objects, bookinfo_in, produce, records_from, worker_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kube, pytest.mark.prometheus, pytest.mark.timeout(240)]
 
