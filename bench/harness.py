@@ -19,6 +19,7 @@ from kubernetes import client
 
 from lazystream.kube import crds
 from lazystream.kube.client import api_client
+from lazystream.testing.kafka import deployment_env
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,8 @@ def worker_env(
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     return dict(
-        os.environ,
+        deployment_env(bootstrap, run_id, partitions),
         KUBECONFIG=str(kubeconfig),
-        LAZYSTREAM_KAFKA_BOOTSTRAP=bootstrap,
-        LAZYSTREAM_KAFKA_APP_ID=run_id,
-        LAZYSTREAM_TOPICS_ACCESS=f"{run_id}-access",
-        LAZYSTREAM_TOPICS_EDGES=f"{run_id}-edges",
-        LAZYSTREAM_TOPICS_DEAD_LETTER=f"{run_id}-dlq",
-        LAZYSTREAM_TOPICS_PARTITIONS=str(partitions),
         LAZYSTREAM_TABLES_DATA_DIR=str(data / "data"),
         LAZYSTREAM_WEB_PORT=str(port),
         LAZYSTREAM_GENERAL_WHITE_NAMESPACE_LIST=run_id,

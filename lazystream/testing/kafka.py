@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -18,3 +19,17 @@ async def delete_topics(prefix: str, **client: Any) -> None:
             await admin.delete_topics(mine)
     finally:
         await admin.close()
+
+
+def deployment_env(bootstrap: str, app_id: str, partitions: int) -> dict[str, str]:
+    """This process's environment, pointing lazystream at ``bootstrap`` and at the topics of a deployment
+    named ``app_id`` (``<app_id>-access|edges|dlq``, as ``lazystream topics create`` makes them)."""
+    return dict(
+        os.environ,
+        LAZYSTREAM_KAFKA_BOOTSTRAP=bootstrap,
+        LAZYSTREAM_KAFKA_APP_ID=app_id,
+        LAZYSTREAM_TOPICS_ACCESS=f"{app_id}-access",
+        LAZYSTREAM_TOPICS_EDGES=f"{app_id}-edges",
+        LAZYSTREAM_TOPICS_DEAD_LETTER=f"{app_id}-dlq",
+        LAZYSTREAM_TOPICS_PARTITIONS=str(partitions),
+    )

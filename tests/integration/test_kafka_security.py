@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from fluent import sender
 from kubernetes.dynamic import DynamicClient
 
@@ -30,6 +30,7 @@ from tests.fixtures.worker import (
     bookinfo_in,
     get,
     oracle,
+    produce_with,
     records_from,
     wait_for,
     worker_env,
@@ -40,16 +41,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 # loop's default executor, whose thread only asyncio.run's shutdown ends (the thread-leak guard checks).
 START_FAILS_WITHIN_S = 30.0
 """A start refused by the brokers must end this quickly, with the reason rather than a traceback."""
-
-
-async def produce(kafka: SecureKafka, topic: str, messages: list[bytes]) -> None:
-    producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all")
-    await producer.start()
-    try:
-        for message in messages:
-            await producer.send_and_wait(topic, message)
-    finally:
-        await producer.stop()
 
 
 @pytest.fixture
@@ -79,7 +70,9 @@ def test_worker_learns_over_sasl_ssl(
     try:
         # faust's consumer and producer authenticate, and create the app's topics, over SASL_SSL
         worker.wait_for_output("lazystream ready", timeout=120)
-        asyncio.run(produce(kafka_secure, f"{fresh_name}-access", records))  # read by the ingest stage
+        asyncio.run(
+            produce_with(kafka_secure.client_kwargs(), f"{fresh_name}-access", records)
+        )  # read by the ingest stage
 
         def sidecar_learned() -> bool:
             sidecar = get(kube_dynamic, "networking.istio.io/v1alpha3", "Sidecar", namespace, "productpage")
@@ -113,7 +106,7 @@ def test_commands_over_sasl_ssl(kafka_secure: SecureKafka, secure_topics: str) -
     record = fluent_bit(
         global_sidecar_record(authority="details:9080", peer_address="10.9.8.7:40000", time=time.time())
     )
-    asyncio.run(produce(kafka_secure, f"{name}-access", [record, b"not a record"]))
+    asyncio.run(produce_with(kafka_secure.client_kwargs(), f"{name}-access", [record, b"not a record"]))
     tailed = cli(env, "tail", "access").stdout.splitlines()
     assert len(tailed) == 2, tailed
     assert any("authority=details:9080" in line for line in tailed)
