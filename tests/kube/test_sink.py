@@ -344,6 +344,30 @@ async def test_concurrency_is_bounded(
     assert peak <= 2
 
 
+async def test_writes_reuse_the_clients_connections(
+    sink_api: client.ApiClient, kube_dynamic: DynamicClient, namespace: str
+) -> None:
+    """The sink does not read the API server's answers, but it must give their connections back: an
+    answer left unread keeps its connection, and every write then opened a new TLS connection."""
+    fences = {f"svc{i:02d}": create_fence(kube_dynamic, namespace, f"svc{i:02d}") for i in range(15)}
+
+    def compute(k: ObjectKey) -> tuple[Desired, Observed | None]:
+        hosts = [f"{k.name}-dep.default.svc.cluster.local"]
+        return Desired(status=status_for(hosts), sidecar=sidecar_for(fences[k.name], hosts)), None
+
+    def connections_made() -> int:
+        pools = sink_api.rest_client.pool_manager.pools  # iterating it directly raises: ask for its keys
+        return sum(pools[key].num_connections for key in pools.keys())  # noqa: SIM118
+
+    async with running(FenceSink(sink_api, compute=compute, concurrency=1)) as sink:
+        before = connections_made()
+        for name in fences:
+            sink.schedule(ObjectKey(namespace, name))
+        assert await sink.wait_idle(20)
+        assert sink.writes_total["status:applied"] == sink.writes_total["sidecar:applied"] == 15
+        assert connections_made() - before <= 1  # 30 requests, one at a time, over one connection
+
+
 async def test_stop_drains_pending_write(
     sink_api: client.ApiClient, kube_dynamic: DynamicClient, namespace: str, audit_log: AuditLog
 ) -> None:

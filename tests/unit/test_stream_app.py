@@ -23,12 +23,12 @@ def test_app_uses_rocksdb_in_the_worker_data_dir_with_raw_codecs(tmp_path: Path)
     assert app.conf.topic_partitions == config.topics.partitions
     options = rocksdb_options(config)
     assert options["block_cache_size"] == config.tables.block_cache_bytes == 4 * 1024 * 1024
-    assert options["write_buffer_size"] == config.tables.write_buffer_bytes == 4 * 1024 * 1024
+    assert options["write_buffer_size"] == config.tables.write_buffer_bytes == 2 * 1024 * 1024
     assert options["max_write_buffer_number"] == 2
     # faust accepts every key (its RocksDBOptions would raise on an unknown one)
     from faust.stores.rocksdb import RocksDBOptions
 
-    assert RocksDBOptions(**options).write_buffer_size == 4 * 1024 * 1024
+    assert RocksDBOptions(**options).write_buffer_size == 2 * 1024 * 1024
 
 
 def test_topics_are_declared_with_settings(tmp_path: Path) -> None:
