@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes import client
 
 from bench.bench_worker import committed
@@ -35,6 +34,7 @@ from lazystream.kube.client import dynamic_client
 from lazystream.options import render_options
 from lazystream.testing import ClusterBuilder
 from lazystream.testing.hostile import HostileRecords
+from lazystream.testing.kafka import create_topics
 
 PARTITIONS = 4
 FENCES = 5
@@ -226,14 +226,8 @@ async def run(count: int = 1_000_000, seed: int = 11) -> HostileRun:
     objects, ips, targets = cluster(run_id)
     apply(api, run_id, objects)
     result.allowed_hosts = allowed_hosts(objects, run_id)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(f"{run_id}-{t}", PARTITIONS, 1) for t in ("access", "edges", "dlq")]
-        )
-    finally:
-        await admin.close()
+    topics = [f"{run_id}-{t}" for t in ("access", "edges", "dlq")]
+    await create_topics(topics, PARTITIONS, bootstrap_servers=bootstrap)
 
     data = Path(tempfile.mkdtemp(prefix="lazystream-hostile-"))
     env = worker_env(

@@ -30,14 +30,13 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes import client
 from urllib3.exceptions import HTTPError
 
 from bench.bench_worker import committed, fill, sidecar_hosts
 from bench.harness import cluster_api, worker_env
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
-from lazystream.testing.kafka import delete_topics
+from lazystream.testing.kafka import create_topics, delete_topics
 
 PARTITIONS = 4
 WORKERS = 2
@@ -247,12 +246,7 @@ async def run_size(
         raise
     figures.phases["setup"] = time.monotonic() - mark
     mark = time.monotonic()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(f"{run_id}-access", PARTITIONS, 1)])
-    finally:
-        await admin.close()
+    await create_topics([f"{run_id}-access"], PARTITIONS, bootstrap_servers=bootstrap)
     await fill(bootstrap, f"{run_id}-access", ips, deps, figures.records)
     figures.phases["fill"] = time.monotonic() - mark
 

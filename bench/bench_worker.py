@@ -19,13 +19,14 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from kubernetes import client
 
 from bench.harness import cluster_api, cpu_seconds, worker_env
 from lazystream.kube.client import dynamic_client
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
+from lazystream.testing.kafka import create_topics
 
 PARTITIONS = 4
 
@@ -161,10 +162,7 @@ async def run(count: int = 100_000, samples: int = 30) -> WorkerFigures:
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     api = cluster_api(kubeconfig)
     ips = setup_cluster(api, run_id, fences=20, targets=samples + 10)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(f"{run_id}-access", PARTITIONS, 1)])
-    await admin.close()
+    await create_topics([f"{run_id}-access"], PARTITIONS, bootstrap_servers=bootstrap)
     await fill(bootstrap, f"{run_id}-access", ips, 10, count)
     bare, bare_cpu = await bare_consumer(bootstrap, f"{run_id}-access", count)
 

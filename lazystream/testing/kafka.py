@@ -5,7 +5,21 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from lazystream.ops.topics import wait_visible
+
+
+async def create_topics(names: list[str], partitions: int, **client: Any) -> None:
+    """Create the topics (replication 1) and return once the brokers' metadata lists them: a producer that
+    starts at once otherwise meets ``NotLeaderForPartitionError`` (seen in the benchmarks' fills)."""
+    admin = AIOKafkaAdminClient(**client)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+        await wait_visible(admin, names)
+    finally:
+        await admin.close()
 
 
 async def delete_topics(prefix: str, **client: Any) -> None:

@@ -101,6 +101,25 @@ async def test_hostile_benchmark_runs(kafka_bootstrap: str, kube_server) -> None
     assert "hostile records" in str(run)
 
 
+@pytest.mark.kube
+@pytest.mark.timeout(120)
+async def test_apply_benchmark_runs(kube_server) -> None:
+    from bench import bench_apply
+    from lazystream.kube.client import api_client
+
+    figures = await bench_apply.run(hosts=(1, 5), fences=4, rounds=2, kubeconfig=kube_server.kubeconfig)
+    assert [(c.kind, c.hosts, c.writes) for c in figures.costs] == [
+        ("status", 1, 8),
+        ("sidecar", 1, 8),
+        ("status", 5, 8),
+        ("sidecar", 5, 8),
+    ]
+    assert all(c.cpu_s >= 0 and c.wall_s > 0 for c in figures.costs)
+    with api_client(kube_server.kubeconfig) as api:
+        assert bench_apply.api_cpu_seconds(api) > 0  # the API server's own figure is read
+    assert "ms of API server CPU per write" in "\n".join(figures.lines())
+
+
 @pytest.mark.kafka
 @pytest.mark.kube
 @pytest.mark.timeout(300)
