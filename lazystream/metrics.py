@@ -63,6 +63,8 @@ METRICS: dict[str, str] = {
     "lazystream_records_dead_lettered_total": "Access records sent to the dead-letter topic, by reason.",
     "lazystream_edges_sent_total": "Edge messages produced onto the edges topic by the ingest.",
     "lazystream_edge_messages_total": "Edge messages handled by the table agent, by result.",
+    "lazystream_edges_read_again_total": "Times an edges partition was read again from a record that faust "
+    "never delivered to the table agent (its commit would have skipped the record).",
     "lazystream_hosts_learned_total": "Hosts new to a fence's learned state, via an observation (a new "
     "dependency) or a seed/restore (state rebuilt at start or after scaling).",
     "lazystream_fence_hosts_limit_total": "Edge messages refused because the fence holds "
@@ -268,6 +270,9 @@ class WorkerCollector(Collector):
         ):
             messages.add_metric([result], counters.get(key, 0))
         yield messages
+        read_again = _counter("lazystream_edges_read_again_total", [])
+        read_again.add_metric([], self.worker.stream.edges_read_again)
+        yield read_again
         learned = _counter("lazystream_hosts_learned_total", ["via"])
         learned.add_metric(["observation"], counters.get("hosts:learned", 0))
         learned.add_metric(["seed"], counters.get("hosts:seeded", 0))

@@ -140,6 +140,13 @@ class WorkerApp:
         return self.access.ingest
 
     @property
+    def edges_read_again(self) -> int:
+        """Times an edges partition was read again from a record faust never delivered to the table agent
+        (:class:`~lazystream.stream.rewind.RewindingConsumer`)."""
+        consumer = self.app.consumer
+        return consumer.holes_healed if isinstance(consumer, rewind.RewindingConsumer) else 0
+
+    @property
     def kafka_errors(self) -> clienterrors.KafkaErrors:
         """Errors of the worker's Kafka clients, the ingest's and faust's (:mod:`.clienterrors`)."""
         return self.access.kafka_errors

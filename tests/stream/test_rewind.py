@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from faust.types import TP
 
 from lazystream.config import load_config
-from lazystream.stream.app import create_worker_app
-from lazystream.stream.rewind import RewindingConsumer, uncommitted
+from lazystream.stream.app import WorkerApp, create_worker_app
+from lazystream.stream.rewind import RewindingConsumer, hole_at_head, uncommitted
 
 
 def consumed(topic: str) -> bool:
@@ -26,10 +28,87 @@ def test_changelog_and_other_topics_are_left_alone() -> None:
     assert uncommitted(committed, consumed) == []
 
 
-def test_the_worker_app_creates_the_rewinding_consumer(tmp_path: Path) -> None:
+def worker_app(tmp_path: Path) -> WorkerApp:
     config = load_config(environ={}, overrides={"tables.dataDir": str(tmp_path)})
-
     cluster = SimpleNamespace(state=None, fences={})  # not read while the app is built
-    worker = create_worker_app(config, cluster, lambda key: None)
+    return create_worker_app(config, cluster, lambda key: None)
+
+
+def test_a_hole_at_the_head_of_the_acked_offsets() -> None:
+    assert not hole_at_head([], 0)
+    assert not hole_at_head([0, 1, 2], 0)
+    assert not hole_at_head([4, 5, 6], 5)  # 4: the last offset of the previous commit, kept by faust
+    assert hole_at_head([1, 2, 3], 0)  # offset 0 never acked
+    assert hole_at_head([8, 6, 7], 5)  # in the order acked: offset 5 missing
+    assert hole_at_head([4, 6, 7], 5)  # after the last commit's offset, 5 missing: faust stops at 5 for good
+
+
+async def test_a_commit_never_passes_a_record_that_was_not_processed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust alone commits 4 for acked offsets 1-3 of a partition read from its start, skipping offset 0
+    for good (seen: a 10k-fence run lost a dependency so). The consumer commits nothing and reads the
+    partition again from 0; once 0 is processed, it commits everything."""
+    worker = worker_app(tmp_path)
+    consumer = worker.app.consumer
+    assert isinstance(consumer, RewindingConsumer)
+    edges = TP(worker.topics.edges.get_topic_name(), 3)
+    worker.app.topics._acking_topics.add(edges.topic)  # as the conductor does for an agent's topic
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, first)
+
+    first = 0
+    monkeypatch.setattr(consumer, "seek", seek)
+    monkeypatch.setattr(consumer, "earliest_offsets", earliest_offsets)
+    consumer.log_starts[edges] = 0  # rewound to its start (no committed offset)
+    for offset in (1, 2, 3):
+        consumer._acked[edges].append(offset)
+        consumer._acked_index[edges].add(offset)
+
+    assert consumer._new_offset(edges) is None
+    await asyncio.sleep(0)  # the seek's task runs
+    assert sought == [(edges, 0)]
+    assert consumer._new_offset(edges) is None  # 0 is being read again: not sought twice at once
+    await asyncio.sleep(0)
+    assert sought == [(edges, 0)]
+    assert consumer.holes_healed == worker.edges_read_again == 1
+
+    consumer._acked[edges].append(0)  # read again and processed
+    assert consumer._new_offset(edges) == 4
+
+    # later, retention removes records below the committed offset before a missing one is read again
+    other = TP(edges.topic, 2)
+    consumer._committed_offset[other] = 8
+    consumer._acked[other].extend([9, 10])
+    first = 9
+    assert consumer._new_offset(other) is None
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert sought == [(edges, 0)]  # nothing to read again: the log starts at 9
+    assert consumer.log_starts[other] == 9
+    assert consumer._new_offset(other) == 11
+
+
+async def test_commits_of_complete_partitions_and_of_changelogs_are_faust_s(tmp_path: Path) -> None:
+    worker = worker_app(tmp_path)
+    consumer = worker.app.consumer
+    edges = TP(worker.topics.edges.get_topic_name(), 0)
+    worker.app.topics._acking_topics.add(edges.topic)
+    consumer._committed_offset[edges] = 10
+    consumer._acked[edges].extend([10, 11, 12])
+    assert consumer._new_offset(edges) == 13
+    changelog = TP(next(iter(worker.app.tables.changelog_topics)), 0)
+    consumer._acked[changelog].extend([5, 6])  # no start known, not an agent's topic: never held back
+    assert consumer._new_offset(changelog) == 7
+    assert consumer.holes_healed == 0
+
+
+def test_the_worker_app_creates_the_rewinding_consumer(tmp_path: Path) -> None:
+    worker = worker_app(tmp_path)
     assert worker.app.transport.Consumer is RewindingConsumer
     assert RewindingConsumer.logger.name == "faust.transport.drivers.aiokafka"  # faust's log lines unchanged

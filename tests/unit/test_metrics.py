@@ -79,6 +79,7 @@ def stand_in_worker() -> Any:
             }
         ),
         limited=Counter({"shop/web": 2}),
+        edges_read_again=1,
         kafka_errors=kafka_errors,
         owns=lambda key: key == SHOP,
         on_hosts_learned=None,
@@ -124,6 +125,7 @@ async def test_every_listed_metric_is_exposed_with_the_counters_values() -> None
     assert got[("lazystream_hosts_learned_total", (("via", "observation"),))] == 3
     assert got[("lazystream_hosts_learned_total", (("via", "seed"),))] == 7
     assert got[("lazystream_edge_messages_total", (("result", "hosts_limit"),))] == 2
+    assert got[("lazystream_edges_read_again_total", ())] == 1
     assert got[("lazystream_fence_hosts_limit_total", (("fence", "web"), ("namespace", "shop")))] == 2
     assert got[("lazystream_fallback_records_total", (("fence", "web"), ("namespace", "shop")))] == 9
     assert got[("lazystream_fences", ())] == 2
