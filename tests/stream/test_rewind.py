@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,6 +35,18 @@ def worker_app(tmp_path: Path) -> WorkerApp:
     return create_worker_app(config, cluster, lambda key: None)
 
 
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[WorkerApp]:
+    """A worker app whose consumer the test builds (not started): its consumer thread's own event loop is
+    closed afterwards, or its ResourceWarning surfaces in whichever test the collector runs in."""
+    app = worker_app(tmp_path)
+    yield app
+    thread = getattr(app.app.consumer, "_thread", None)
+    loop = getattr(thread, "thread_loop", None)
+    if loop is not None and not loop.is_closed():
+        loop.close()
+
+
 def test_a_hole_at_the_head_of_the_acked_offsets() -> None:
     assert not hole_at_head([], 0)
     assert not hole_at_head([0, 1, 2], 0)
@@ -44,12 +57,11 @@ def test_a_hole_at_the_head_of_the_acked_offsets() -> None:
 
 
 async def test_a_commit_never_passes_a_record_that_was_not_processed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    worker: WorkerApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """faust alone commits 4 for acked offsets 1-3 of a partition read from its start, skipping offset 0
     for good (seen: a 10k-fence run lost a dependency so). The consumer commits nothing and reads the
     partition again from 0; once 0 is processed, it commits everything."""
-    worker = worker_app(tmp_path)
     consumer = worker.app.consumer
     assert isinstance(consumer, RewindingConsumer)
     edges = TP(worker.topics.edges.get_topic_name(), 3)
@@ -94,8 +106,7 @@ async def test_a_commit_never_passes_a_record_that_was_not_processed(
     assert consumer._new_offset(other) == 11
 
 
-async def test_commits_of_complete_partitions_and_of_changelogs_are_faust_s(tmp_path: Path) -> None:
-    worker = worker_app(tmp_path)
+async def test_commits_of_complete_partitions_and_of_changelogs_are_faust_s(worker: WorkerApp) -> None:
     consumer = worker.app.consumer
     edges = TP(worker.topics.edges.get_topic_name(), 0)
     worker.app.topics._acking_topics.add(edges.topic)
