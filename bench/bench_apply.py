@@ -25,7 +25,7 @@ from typing import Any
 
 from kubernetes import client
 
-from bench.harness import cluster_api
+from bench.harness import auth_headers, cluster_api, delete_namespace
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import Domain, render_status
 from lazystream.kube.sink import Desired, FenceSink, Kind
@@ -100,10 +100,8 @@ def sidecar_of(key: ObjectKey, hosts: Sequence[str]) -> dict[str, Any]:
 
 def api_cpu_seconds(api: client.ApiClient) -> float:
     """The API server's ``process_cpu_seconds_total`` from its ``/metrics``."""
-    config = api.configuration
-    token = config.auth_settings().get("BearerToken")
-    headers = {token["key"]: token["value"]} if token else {}
-    response = api.rest_client.pool_manager.request("GET", f"{config.host}/metrics", headers=headers)
+    url = f"{api.configuration.host}/metrics"
+    response = api.rest_client.pool_manager.request("GET", url, headers=auth_headers(api))
     if response.status != 200:
         raise RuntimeError(f"GET /metrics answered {response.status}: the benchmark needs an admin user")
     for line in response.data.decode().splitlines():
@@ -173,18 +171,6 @@ def create_fences(api: client.ApiClient, namespace: str, count: int) -> list[Obj
     return [ObjectKey(namespace, f"fence-{i}") for i in range(count)]
 
 
-def cleanup(api: client.ApiClient, namespace: str) -> None:
-    """Delete the run's objects and namespace (the test API server runs no namespace controller)."""
-    custom = client.CustomObjectsApi(api)
-    custom.delete_collection_namespaced_custom_object(
-        "networking.istio.io", "v1alpha3", namespace, "sidecars"
-    )
-    custom.delete_collection_namespaced_custom_object(
-        "microservice.slime.io", "v1alpha1", namespace, "servicefences"
-    )
-    client.CoreV1Api(api).delete_namespace(namespace)
-
-
 async def run(
     hosts: Sequence[int] = (1, 10, 50), fences: int = 100, rounds: int = 4, kubeconfig: Path | None = None
 ) -> ApplyFigures:
@@ -200,7 +186,7 @@ async def run(
             for kind in ("status", "sidecar"):
                 figures.costs.append(await measure(api, keys, kind, count, rounds))
     finally:
-        cleanup(api, namespace)
+        delete_namespace(api, namespace)
         api.close()
     return figures
 

@@ -31,10 +31,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kubernetes import client
-from urllib3.exceptions import HTTPError
 
 from bench.bench_worker import committed, fill, sidecar_hosts
-from bench.harness import cluster_api, worker_env
+from bench.harness import auth_headers, cluster_api, delete_namespace, worker_env
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from lazystream.testing.kafka import create_topics, delete_topics
 
@@ -44,10 +43,6 @@ LATENCY_SAMPLES = 10
 SETUP_ATTEMPTS = 5
 """Applies of one object before the setup gives up (a shared API server at a full core timed out one of
 15k applies with a 504 at 10k fences)."""
-CLEANUP_TIMEOUT_S = 900.0
-"""A deletion of all of a run's objects of one kind is one request: 1k fences took 27 s on a busy server."""
-CLEANUP_ATTEMPTS = 10
-"""Requests per kind: deleting 4k Services outran the API server's 60 s limit five times over."""
 SETUP_THREADS = 10
 """Concurrent applies while setting up: as many as the API client's connection pool holds (more only open
 and drop TLS connections). The API server, not the benchmark, is the bound: it runs at a full core."""
@@ -137,8 +132,7 @@ def setup(api: client.ApiClient, namespace: str, fences: int, targets: int) -> l
 
     config = api.configuration
     http, host = api.rest_client.pool_manager, config.host
-    token = config.auth_settings().get("BearerToken")  # the kubeconfig's token, if it has one
-    headers = {"Content-Type": "application/json", **({token["key"]: token["value"]} if token else {})}
+    headers = {"Content-Type": "application/json", **auth_headers(api)}
 
     def create(obj: dict[str, Any]) -> None:
         """POST the object as JSON and read no answer back: at 30k objects the client's own work (server-side
@@ -291,34 +285,8 @@ async def run_size(
 
 async def cleanup(bootstrap: str, api: client.ApiClient, run_id: str) -> None:
     """Delete the run's objects, namespace and topics (set ``BENCH_SCALE_KEEP=1`` to keep them): at 10k
-    fences a run leaves 30k objects, which every other user of the shared API server would list and watch.
-    The objects go kind by kind: the test API server runs no namespace controller, so deleting the
-    namespace alone leaves it "Terminating" with everything in it."""
-    custom = client.CustomObjectsApi(api)
-    deletions: list[Callable[[], object]] = [
-        lambda: custom.delete_collection_namespaced_custom_object(
-            "networking.istio.io", "v1alpha3", run_id, "sidecars", _request_timeout=CLEANUP_TIMEOUT_S
-        ),
-        lambda: custom.delete_collection_namespaced_custom_object(
-            "microservice.slime.io", "v1alpha1", run_id, "servicefences", _request_timeout=CLEANUP_TIMEOUT_S
-        ),
-        lambda: client.DiscoveryV1Api(api).delete_collection_namespaced_endpoint_slice(
-            run_id, _request_timeout=CLEANUP_TIMEOUT_S
-        ),
-        lambda: client.CoreV1Api(api).delete_collection_namespaced_service(
-            run_id, _request_timeout=CLEANUP_TIMEOUT_S
-        ),
-        lambda: client.CoreV1Api(api).delete_namespace(run_id),
-    ]
-    for delete in deletions:
-        for attempt in range(CLEANUP_ATTEMPTS):
-            try:
-                delete()
-                break
-            except (client.ApiException, HTTPError) as exc:
-                # a 504 (the server's own 60 s limit) or a read timeout: it deleted some, and goes on
-                if attempt == CLEANUP_ATTEMPTS - 1:
-                    print(f"cleanup of {run_id}: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
+    fences a run leaves 30k objects, which every other user of the shared API server would list and watch."""
+    delete_namespace(api, run_id)
     await delete_topics(run_id, bootstrap_servers=bootstrap)
 
 

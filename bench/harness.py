@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes import client
+from urllib3.exceptions import HTTPError
 
 from lazystream.kube import crds
 from lazystream.kube.client import api_client
@@ -95,3 +97,47 @@ def cluster_api(kubeconfig: Path) -> client.ApiClient:
     api = api_client(kubeconfig)
     crds.apply_crds(api, crds.load_crds(crds.default_crd_dir()))
     return api
+
+
+CLEANUP_TIMEOUT_S = 900.0
+"""A deletion of all of a run's objects of one kind is one request: 1k fences took 27 s on a busy server."""
+CLEANUP_ATTEMPTS = 10
+"""Requests per kind: deleting 4k Services outran the API server's 60 s limit five times over."""
+
+
+def auth_headers(api: client.ApiClient) -> dict[str, str]:
+    """The kubeconfig's bearer token as a header, for requests made without the typed client."""
+    token = api.configuration.auth_settings().get("BearerToken")
+    return {token["key"]: token["value"]} if token else {}
+
+
+def delete_namespace(api: client.ApiClient, namespace: str) -> None:
+    """Delete a benchmark's objects (Sidecars, ServiceFences, EndpointSlices, Services) and its namespace,
+    kind by kind: the test API server runs no namespace controller, so deleting the namespace alone leaves
+    it "Terminating" with everything in it. A kind that fails every attempt is reported, not raised."""
+    custom = client.CustomObjectsApi(api)
+    timeout = CLEANUP_TIMEOUT_S
+    deletions: list[Callable[[], object]] = [
+        lambda: custom.delete_collection_namespaced_custom_object(
+            "networking.istio.io", "v1alpha3", namespace, "sidecars", _request_timeout=timeout
+        ),
+        lambda: custom.delete_collection_namespaced_custom_object(
+            "microservice.slime.io", "v1alpha1", namespace, "servicefences", _request_timeout=timeout
+        ),
+        lambda: client.DiscoveryV1Api(api).delete_collection_namespaced_endpoint_slice(
+            namespace, _request_timeout=timeout
+        ),
+        lambda: client.CoreV1Api(api).delete_collection_namespaced_service(
+            namespace, _request_timeout=timeout
+        ),
+        lambda: client.CoreV1Api(api).delete_namespace(namespace),
+    ]
+    for delete in deletions:
+        for attempt in range(CLEANUP_ATTEMPTS):
+            try:
+                delete()
+                break
+            except (client.ApiException, HTTPError) as exc:
+                # a 504 (the server's own 60 s limit) or a read timeout: it deleted some, and goes on
+                if attempt == CLEANUP_ATTEMPTS - 1:
+                    print(f"cleanup of {namespace}: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
