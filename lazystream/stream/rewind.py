@@ -20,7 +20,9 @@ above 0 (and then allowing one missing record). A partition whose first records 
 agent was committed past them, and they were never read again. So the consumer checks the head of every
 commit: when the lowest acked offset of an agent's partition is above the offset reading should have
 started from (the committed offset, or the log start of a rewound partition), it commits nothing for that
-partition and reads it again from there (:func:`hole_at_head`).
+partition and reads it again from there (:func:`hole_at_head`). When retention has removed records from
+the committed offset on, reading begins at the log start, and faust's check is made from there too (it
+would otherwise never commit the partition again).
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ class RewindingConsumer(aiokafka_driver.Consumer):
             if start is not None and hole_at_head(self._acked.get(tp) or (), start):
                 self._read_again(tp, start)
                 return None
+            committed = self._committed_offset.get(tp)
+            if committed and start is not None and start > committed:
+                # retention removed the records from the committed offset up to the log start: faust's own
+                # head check (first acked at most one past the committed offset) would never commit again
+                self._committed_offset[tp] = start
         offset: int | None = super()._new_offset(tp)
         return offset
 

@@ -105,6 +105,18 @@ async def test_a_commit_never_passes_a_record_that_was_not_processed(
     assert consumer.log_starts[other] == 9
     assert consumer._new_offset(other) == 11
 
+    # retention removed more than one record past the committed offset: faust alone never commits again
+    third = TP(edges.topic, 1)
+    consumer._committed_offset[third] = 8
+    consumer._acked[third].extend([20, 21])
+    first = 20
+    assert consumer._new_offset(third) is None
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert consumer.log_starts[third] == 20
+    assert consumer._new_offset(third) == 22
+    assert sought == [(edges, 0)]
+
 
 async def test_commits_of_complete_partitions_and_of_changelogs_are_faust_s(worker: WorkerApp) -> None:
     consumer = worker.app.consumer
