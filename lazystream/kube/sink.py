@@ -52,6 +52,12 @@ SIDECAR_API_VERSION = "networking.istio.io/v1alpha3"
 SIDECAR_KIND = "Sidecar"
 SWEEP_WRITES = 1
 """Writes of a sweep in flight at once (:meth:`FenceSink.sweep`)."""
+SWEEP_DUTY = 0.25
+"""The share of the event loop's time a sweep's computes may take: after each swept fence the next waits
+three times as long as its compute took. Computed back to back, the 5k fences of a 10k-fence run's worker
+kept the loop's thread busy for 15 s, and the worker's other threads (the sink's requests, faust's
+consumer) waited for the GIL behind it: a host learned meanwhile reached its Sidecar after 6.3 s instead of
+0.4 s. A sweep is a safety net; it can take a minute."""
 
 Kind = Literal["status", "sidecar"]
 _T = TypeVar("_T")
@@ -256,6 +262,11 @@ class FenceSink:
         (:meth:`sweep`)."""
         self._swept: set[ObjectKey] = set()
         """Fences the sweep scheduled whose write has not ended yet (at most ``SWEEP_WRITES``)."""
+        self._sweep_cost = 0.0
+        """Seconds the swept fences' computes took since the sweep last paused (:data:`SWEEP_DUTY`)."""
+        self._sweep_not_before = 0.0
+        """Loop time before which the sweep schedules no further fence."""
+        self._sweep_timer: asyncio.TimerHandle | None = None
         self._active: dict[ObjectKey, asyncio.Task[None]] = {}
         """One task per fence being written (waiting for a slot or writing): never two for one fence."""
         self._timers: dict[ObjectKey, asyncio.TimerHandle] = {}
@@ -303,6 +314,9 @@ class FenceSink:
         self._stopping = True
         self._sweeping.clear()  # a sweep only checks: the next worker's start sweeps again
         self._swept.clear()
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
         for key, timer in list(self._timers.items()):
             timer.cancel()
             del self._timers[key]
@@ -352,7 +366,9 @@ class FenceSink:
         a slot ahead of a fence that just learned a host, which then waited for seconds. So a sweep's fences
         are scheduled one at a time (``SWEEP_WRITES``), and only while fewer than ``concurrency`` writes
         are pending: computing an unchanged fence of 50 hosts takes milliseconds on the event loop, and
-        eight of them in every turn of the loop delayed each step of a new edge's way to its Sidecar."""
+        eight of them in every turn of the loop delayed each step of a new edge's way to its Sidecar. One at a
+        time back to back still held the GIL from the worker's other threads, so the sweep is also paced
+        (:data:`SWEEP_DUTY`)."""
         if self._stopping:
             return
         for key in keys:
@@ -361,17 +377,29 @@ class FenceSink:
         self._feed()
 
     def _feed(self) -> None:
-        """Schedule swept fences while a slot is free (called whenever a write ends)."""
+        """Schedule swept fences while a slot is free (called whenever a write ends), paced to
+        :data:`SWEEP_DUTY` of the loop's time."""
+        loop = self._loop
         while (
-            self._running
+            loop is not None
+            and self._running
             and not self._stopping
             and self._sweeping
             and len(self._swept) < SWEEP_WRITES
             and len(self._active) < self.concurrency
         ):
+            wait = self._sweep_not_before - loop.time()
+            if wait > 0:
+                if self._sweep_timer is None:
+                    self._sweep_timer = loop.call_later(wait, self._on_sweep_timer)
+                return
             key = next(iter(self._sweeping))
             self._swept.add(key)
             self.schedule(key)  # takes it off the sweep; starts its write (or arms its timer)
+
+    def _on_sweep_timer(self) -> None:
+        self._sweep_timer = None
+        self._feed()
 
     def schedule_threadsafe(self, key: ObjectKey) -> None:
         """``schedule`` from another thread (watch threads of the cluster cache)."""
@@ -442,7 +470,11 @@ class FenceSink:
                     self.in_flight -= 1
         finally:
             self._active.pop(key, None)
-            self._swept.discard(key)
+            if key in self._swept:
+                self._swept.discard(key)
+                pause = self._sweep_cost * (1 - SWEEP_DUTY) / SWEEP_DUTY
+                self._sweep_not_before = loop.time() + pause
+                self._sweep_cost = 0.0
         if retry_later and not self._stopping:
             self._dirty.add(key)
             self._not_before[key] = loop.time() + self.retry_later_seconds
@@ -452,6 +484,7 @@ class FenceSink:
 
     async def _write_fence(self, key: ObjectKey) -> bool:
         """Apply what ``compute`` asks for; True when the fence should be tried again later."""
+        started = time.perf_counter()
         try:
             computed = self._compute(key)
         except NotReady:
@@ -461,6 +494,9 @@ class FenceSink:
             self.writes_total[_error_label(exc)] += 1
             log.exception("sink: computing fence %s failed", key)
             return False
+        finally:
+            if key in self._swept:
+                self._sweep_cost += time.perf_counter() - started
         if computed is None:
             self.writes_total["fence:skipped"] += 1
             self._forget(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import math
 import threading
 import time
@@ -565,3 +566,39 @@ async def test_a_sweep_waits_behind_fences_scheduled_as_they_learn(
         sink.sweep(ObjectKey(namespace, n) for n in names)
         assert await sink.wait_idle(30)
     assert in_flight == [1] * len(names)
+
+
+async def test_a_sweep_leaves_the_loop_free_most_of_the_time(
+    sink_api: client.ApiClient, namespace: str
+) -> None:
+    """Computing swept fences back to back held the worker's loop and GIL for seconds (a new host's way to
+    its Sidecar waited behind them): after each swept fence the next waits three times its compute, and a
+    fence that learns a host meanwhile is computed at once."""
+    cost = 0.02
+    names = [f"swept{i:02d}" for i in range(12)]
+    computed: dict[str, float] = {}
+
+    def compute(k: ObjectKey) -> tuple[Desired, Observed]:
+        computed[k.name] = time.monotonic()
+        end = time.perf_counter() + cost
+        while time.perf_counter() < end:  # CPU, as computing a fence of many hosts takes
+            pass
+        desired = Desired(status=status_for([f"{k.name}.default.svc.cluster.local"]), sidecar=None)
+        return desired, Observed(status=desired.status, sidecar=None)  # unchanged: nothing to write
+
+    sink = FenceSink(sink_api, compute=compute)
+    learners: dict[str, float] = {}
+    async with running(sink):
+        sink.sweep(ObjectKey(namespace, n) for n in names)
+        while not sink.idle():
+            swept = sum(n.startswith("swept") for n in computed)
+            if swept in (4, 8) and f"learner{swept}" not in learners:
+                learners[f"learner{swept}"] = time.monotonic()
+                sink.schedule(ObjectKey(namespace, f"learner{swept}"))
+            await asyncio.sleep(0.002)
+    assert sink.writes_total["status:unchanged"] == len(names) + len(learners) == 14
+    for name, scheduled in learners.items():
+        assert computed[name] - scheduled < 0.3  # not behind the sweep's pauses (80 ms a fence here)
+    times = [computed[n] for n in names]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 3 * cost  # each swept fence's compute, then a pause of three times that
