@@ -39,7 +39,14 @@ from lazystream.testing.kafka import create_topics, delete_topics
 
 PARTITIONS = 4
 WORKERS = 2
-LATENCY_SAMPLES = 10
+LATENCY_HOSTS = 10
+"""Callee Services no fence learns during the fill: each latency sample is a new (caller, host) pair."""
+LATENCY_MIN_SAMPLES = 10
+LATENCY_SECONDS = 300.0
+"""Default length of the latency phase (``BENCH_SCALE_LATENCY_SECONDS``): one period of the workers' full
+sweep (``FULL_SWEEP_TICKS`` refresh ticks) and of the watch cache's re-list, so the p99 includes them. Ten
+samples right after convergence had given anything from 0.42 to 6.32 s at 10k fences, depending on whether
+a sweep fell into them."""
 SETUP_ATTEMPTS = 5
 """Applies of one object before the setup gives up (a shared API server at a full core timed out one of
 15k applies with a 504 at 10k fences)."""
@@ -70,6 +77,7 @@ class ScaleFigures:
         lat = sorted(self.latencies)
         p50 = statistics.median(lat) if lat else float("nan")
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+        worst = lat[-1] if lat else float("nan")
         rss = ", ".join(f"{r:.0f}" for r in self.rss_mb)
         phases = ", ".join(f"{k} {v:.0f} s" for k, v in self.phases.items())
         if self.incomplete:
@@ -81,8 +89,8 @@ class ScaleFigures:
         return (
             f"{self.fences} fences x {self.deps} deps ({self.records} records): {self.records_per_s:,.0f} "
             f"records/s, all Sidecars complete after {self.converged_s:.1f} s; produce-to-Sidecar p50 "
-            f"{p50:.2f} s, p99 {p99:.2f} s; RSS {rss} MB; RocksDB {self.rocksdb_mb:.1f} MB; recovery "
-            f"{self.recovery_s:.1f} s; phases {phases}"
+            f"{p50:.2f} s, p99 {p99:.2f} s, max {worst:.2f} s ({len(lat)} samples); RSS {rss} MB; "
+            f"RocksDB {self.rocksdb_mb:.1f} MB; recovery {self.recovery_s:.1f} s; phases {phases}"
         )
 
     def memory_lines(self) -> list[str]:
@@ -126,7 +134,7 @@ def setup(api: client.ApiClient, namespace: str, fences: int, targets: int) -> l
     for i, ip in enumerate(ips):
         builder.service(f"caller-{i}", namespace, ips=[ip])
         builder.fence(f"caller-{i}", namespace, workloadSelector={"fromService": True})
-    for j in range(targets + LATENCY_SAMPLES):
+    for j in range(targets + LATENCY_HOSTS):
         builder.service(f"target-{j}", namespace)
     objects = [o for o in builder.items if o["kind"] != "Namespace"]
 
@@ -223,10 +231,15 @@ async def run_size(
     deps: int = 50,
     timeout: float | None = None,
     report: Callable[[ScaleFigures], None] | None = None,
+    latency_seconds: float | None = None,
 ) -> ScaleFigures:
-    """One size; ``timeout`` (default ``BENCH_SCALE_TIMEOUT`` seconds, else 900) bounds convergence.
+    """One size; ``timeout`` (default ``BENCH_SCALE_TIMEOUT`` seconds, else 900) bounds convergence, and
+    ``latency_seconds`` (default ``BENCH_SCALE_LATENCY_SECONDS``, else :data:`LATENCY_SECONDS`) the
+    steady-state latency phase after it.
     ``report`` gets the figures as soon as they are measured, before the clean-up (minutes at 10k)."""
     timeout = timeout or float(os.environ.get("BENCH_SCALE_TIMEOUT", "900"))
+    if latency_seconds is None:
+        latency_seconds = float(os.environ.get("BENCH_SCALE_LATENCY_SECONDS", LATENCY_SECONDS))
     bootstrap = os.environ["LAZYSTREAM_TEST_KAFKA_BOOTSTRAP"]
     kubeconfig = Path(os.environ["LAZYSTREAM_TEST_KUBECONFIG"])
     run_id = f"scale-{uuid.uuid4().hex[:8]}"
@@ -253,7 +266,7 @@ async def run_size(
         await converge(figures, api, bootstrap, run_id, start, timeout)
         if not figures.incomplete:
             mark = time.monotonic()
-            figures.latencies = await latencies(bootstrap, api, run_id, ips[0], deps)
+            figures.latencies = await latencies(bootstrap, api, run_id, ips, deps, latency_seconds)
             figures.phases["latency"] = time.monotonic() - mark
         figures.rss_mb = [rss_mb(p.pid) for p in procs]
         for env in envs:
@@ -349,22 +362,31 @@ async def end_offset(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
-async def latencies(bootstrap: str, api: client.ApiClient, namespace: str, ip: str, deps: int) -> list[float]:
+async def latencies(
+    bootstrap: str, api: client.ApiClient, namespace: str, ips: list[str], deps: int, seconds: float
+) -> list[float]:
+    """Produce-to-Sidecar seconds of new dependencies, one at a time, for ``seconds`` (at least
+    :data:`LATENCY_MIN_SAMPLES`): each sample teaches another fence a host, so no sample waits for the
+    coalescing interval of the one before (the same fence written 0.6 s earlier had added 0.4 s to each)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
-    out = []
+    out: list[float] = []
+    end = time.monotonic() + seconds
     try:
-        for k in range(LATENCY_SAMPLES):
-            host = f"target-{deps + k}"
-            record = global_sidecar_record(authority=host, peer_address=f"{ip}:1", time=time.time())
+        for k in range(len(ips) * LATENCY_HOSTS):
+            if len(out) >= LATENCY_MIN_SAMPLES and time.monotonic() >= end:
+                break
+            caller, host = k % len(ips), f"target-{deps + k // len(ips)}"
+            record = global_sidecar_record(authority=host, peer_address=f"{ips[caller]}:1", time=time.time())
             sent = time.perf_counter()
             await producer.send_and_wait(f"{namespace}-access", fluent_bit(record))
-            while f"*/{host}.{namespace}.svc.cluster.local" not in sidecar_hosts(api, namespace, "caller-0"):
+            wanted = f"*/{host}.{namespace}.svc.cluster.local"
+            while wanted not in sidecar_hosts(api, namespace, f"caller-{caller}"):
                 await asyncio.sleep(0.02)
                 if time.perf_counter() - sent > 60:
-                    raise RuntimeError(f"{host} never reached the Sidecar")
+                    raise RuntimeError(f"{host} never reached the Sidecar of caller-{caller}")
             out.append(time.perf_counter() - sent)
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(0.5)
     finally:
         await producer.stop()
     return out
