@@ -64,6 +64,9 @@ class ScaleFigures:
     converged_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
+    """Each worker's RSS at the end of the run, in MB (10^6 bytes, as the target's 300 MB)."""
+    peak_rss_mb: list[float] = field(default_factory=list)
+    """Each worker's highest RSS over the run (the kernel's ``VmHWM``), in MB."""
     rocksdb_mb: float = 0.0
     recovery_s: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
@@ -79,6 +82,8 @@ class ScaleFigures:
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
         worst = lat[-1] if lat else float("nan")
         rss = ", ".join(f"{r:.0f}" for r in self.rss_mb)
+        if self.peak_rss_mb:
+            rss += " (peak " + ", ".join(f"{r:.0f}" for r in self.peak_rss_mb) + ")"
         phases = ", ".join(f"{k} {v:.0f} s" for k, v in self.phases.items())
         if self.incomplete:
             return (
@@ -199,10 +204,12 @@ def debug_memory(port: int) -> dict[str, Any]:
     return report
 
 
-def rss_mb(pid: int) -> float:
+def status_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory line of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``: the peak RSS) in MB (10^6 bytes; the
+    kernel counts kB of 1,024 bytes). Until 2026-11-28 17:45 the summary's RSS was in MiB, labelled MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024 / 1e6
     return 0.0
 
 
@@ -268,7 +275,8 @@ async def run_size(
             mark = time.monotonic()
             figures.latencies = await latencies(bootstrap, api, run_id, ips, deps, latency_seconds)
             figures.phases["latency"] = time.monotonic() - mark
-        figures.rss_mb = [rss_mb(p.pid) for p in procs]
+        figures.rss_mb = [status_mb(p.pid) for p in procs]
+        figures.peak_rss_mb = [status_mb(p.pid, "VmHWM") for p in procs]
         for env in envs:
             try:
                 figures.memory.append(debug_memory(int(env["LAZYSTREAM_WEB_PORT"])))

@@ -138,6 +138,7 @@ async def test_scale_benchmark_runs(kafka_bootstrap: str, kube_server) -> None:
     assert len(figures.latencies) == bench_scale.LATENCY_MIN_SAMPLES
     assert len(figures.rss_mb) == 2
     assert all(r > 0 for r in figures.rss_mb)
+    assert all(peak >= r for peak, r in zip(figures.peak_rss_mb, figures.rss_mb, strict=True))
     assert figures.rocksdb_mb > 0
     assert figures.recovery_s > 0
     assert "recovery" in str(figures)
