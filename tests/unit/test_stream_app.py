@@ -22,7 +22,7 @@ def test_app_uses_rocksdb_in_the_worker_data_dir_with_raw_codecs(tmp_path: Path)
     assert app.conf.id == "unit"
     assert app.conf.topic_partitions == config.topics.partitions
     options = rocksdb_options(config)
-    assert options["block_cache_size"] == config.tables.block_cache_bytes == 4 * 1024 * 1024
+    assert options["block_cache_size"] == config.tables.block_cache_bytes == 2 * 1024 * 1024
     assert options["write_buffer_size"] == config.tables.write_buffer_bytes == 2 * 1024 * 1024
     assert options["max_write_buffer_number"] == 2
     # faust accepts every key (its RocksDBOptions would raise on an unknown one)
