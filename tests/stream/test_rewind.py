@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
 from lazystream.config import load_config
@@ -131,3 +133,47 @@ def test_the_worker_app_creates_the_rewinding_consumer(tmp_path: Path) -> None:
     worker = worker_app(tmp_path)
     assert worker.app.transport.Consumer is RewindingConsumer
     assert RewindingConsumer.logger.name == "faust.transport.drivers.aiokafka"  # faust's log lines unchanged
+
+
+async def test_records_fetched_before_a_seek_back_do_not_hide_the_sought_ones(
+    worker: WorkerApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust drops records below a partition's read offset, and a record fetched before the seek back but
+    delivered after it set the read offset past the sought record: a 10k-fence run sought offset 1 again
+    every 30 s and never got it. Records of a fetch that began before the seek are left for the re-read."""
+    consumer = worker.app.consumer
+    assert isinstance(consumer, RewindingConsumer)
+    tp = TP(worker.topics.edges.get_topic_name(), 2)
+    batches: list[list[int]] = []
+
+    async def fetched(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        for offset in batches.pop(0):
+            consumer._read_offset[tp] = offset  # as faust's drain loop does after each delivered record
+            yield tp, SimpleNamespace(offset=offset)
+
+    async def seek(tp: TP, offset: int) -> None:
+        consumer._read_offset[tp] = offset
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    monkeypatch.setattr(aiokafka_driver.Consumer, "getmany", fetched)
+    monkeypatch.setattr(consumer, "seek", seek)
+    monkeypatch.setattr(consumer, "earliest_offsets", earliest_offsets)
+
+    async def read(stop_at: int | None = None) -> list[int]:
+        out = []
+        async for _, message in consumer.getmany(1.0):
+            out.append(message.offset)
+            if message.offset == stop_at:
+                await consumer._seek_back(tp, 1)  # the commit's check, while this batch is delivered
+        return out
+
+    batches[:] = [[39, 40, 41, 42], [1, 2, 3]]
+    assert await read(stop_at=40) == [39, 40]  # 41 and 42 come again after the sought records
+    assert await read() == [1, 2, 3]
+    assert consumer._read_offset[tp] == 3
+
+    batches[:] = [[4, 5], [9, 10]]  # sought back again; the next fetch begins after the seek
+    assert await read(stop_at=5) == [4, 5]
+    assert await read() == [9, 10]  # retention removed 1-8 meanwhile: nothing is held back
