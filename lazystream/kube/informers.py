@@ -159,8 +159,11 @@ class _KindWorker:
 
 
 def _key(obj: Mapping[str, Any]) -> ObjectKey:
+    """The object's key, its strings interned: every event brings fresh copies of them, and a cache of
+    10k fences keeps keys of ServiceFences, Sidecars, Services and EndpointSlices in a dozen dicts, most
+    of them in one namespace and a fence, its Sidecar and its Service under one name."""
     meta = obj.get("metadata") or {}
-    return ObjectKey(str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+    return ObjectKey(sys.intern(str(meta.get("namespace") or "")), sys.intern(str(meta.get("name") or "")))
 
 
 def _resource_version(obj: Mapping[str, Any]) -> str | None:

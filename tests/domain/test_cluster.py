@@ -123,3 +123,22 @@ def test_unknown_kinds_are_ignored() -> None:
     state = ClusterState()
     state.apply({"kind": "ConfigMap", "metadata": {"name": "x"}})
     assert state.services == {}
+
+
+def test_names_and_labels_of_parsed_objects_share_one_string_each() -> None:
+    # a worker's cache holds every namespace, and each workload's name, thousands of times over kinds
+    def service(name: str) -> dict:
+        meta = {"name": "".join(name), "namespace": "".join(["mesh", "-a"]), "labels": {"app": "".join(name)}}
+        return {"kind": "Service", "metadata": meta, "spec": {"selector": {"app": "".join(name)}}}
+
+    state = ClusterState()
+    state.apply(service(["web", "-1"]))
+    state.apply(service(["web", "-2"]))
+    state.apply({"kind": "Pod", "metadata": {"name": "".join(["web", "-1"]), "namespace": "mesh-a"}})
+    first, second = state.services[ObjectKey("mesh-a", "web-1")], state.services[ObjectKey("mesh-a", "web-2")]
+    assert first.namespace is second.namespace
+    assert first.name is first.labels["app"] is first.selector["app"]
+    assert next(iter(first.labels)) is next(iter(second.labels))
+    pod = state.pods[ObjectKey("mesh-a", "web-1")]
+    assert pod.name is first.name
+    assert pod.namespace is first.namespace
