@@ -766,11 +766,13 @@ class TablesSettings:
     """This worker's data directory (RocksDB files); two workers on one host need two directories. A relative
     path is relative to the working directory."""
 
-    block_cache_bytes: int = 2 * 1024 * 1024
+    block_cache_bytes: int = 512 * 1024
     """RocksDB block cache per table partition, in bytes (faust's default of 2 GiB per partition is far too
-    much; a worker opens a store per active and standby partition). Default: 2 MiB (at 10k fences a worker
-    with four stores open held 16.7 MB of 4 MiB caches, while its RSS sat at the 300 MB target; a fence's
-    state is read once per new edge, and the kernel's page cache serves what the block cache misses)."""
+    much; a worker opens a store per active and standby partition). Default: 512 KiB. The cache hardly
+    serves the table agent: it reads a fence's state once per new edge, from the memtable when the fence
+    was written lately and otherwise from anywhere in a partition of thousands of fences, so the kernel's
+    page cache serves what it misses; at 10k fences the caches were full at any size (16.7 MB of 4 MiB
+    caches in a worker with four stores open, whose RSS sat at the 300 MB target)."""
 
     write_buffer_bytes: int = 2 * 1024 * 1024
     """RocksDB memtable size per table partition, in bytes; at most two are kept. faust's default (three of

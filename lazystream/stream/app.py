@@ -35,6 +35,14 @@ PRODUCER_LINGER_S = 0.005
 PRODUCER_BATCH_BYTES = 256 * 1024
 """faust's producer batches (changelog records, edges sent by the worker): a learned state of 50 hosts is
 about 3 KB, so the default 16 KB batch held five."""
+STREAM_BUFFER_EVENTS = 1024
+"""Edge messages buffered ahead of the table agent (faust's default: 4096). The agent passes a few hundred
+a second, so 1,024 is seconds of work; each buffered event, with its message and the records aiokafka
+parsed it from, holds about a kilobyte while the agent is behind, i.e. while a worker learns."""
+FETCH_BYTES_PER_PARTITION = 256 * 1024
+"""Most bytes the worker's faust consumer fetches per partition and request (faust's default: 1 MiB). It
+reads edge messages of about 200 bytes and changelog records of a few KB, so 256 KiB is still hundreds of
+records per fetch; each partition's fetched data waits in memory until the agent takes it."""
 
 
 @dataclass
@@ -68,6 +76,8 @@ def create_app(config: Config) -> faust.App:
         # of its own, which cost a fifth of a busy worker's CPU; 5 ms (the ingest's linger) batches them.
         producer_linger=PRODUCER_LINGER_S,
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        stream_buffer_maxsize=STREAM_BUFFER_EVENTS,
+        consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
         consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         autodiscover=False,
     )

@@ -134,7 +134,7 @@ def get(config: Config, attr_path: str) -> Any:
         ("topics.replication", 1),
         ("topics.partition_key", "fence"),
         ("tables.data_dir", Path("lazystream-data")),
-        ("tables.block_cache_bytes", 2_097_152),
+        ("tables.block_cache_bytes", 524_288),
         ("tables.bucket_seconds", 10.0),
         ("fence.cluster_domain", "cluster.local"),
         ("fence.refresh_period_seconds", 10.0),

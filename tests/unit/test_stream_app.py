@@ -21,8 +21,11 @@ def test_app_uses_rocksdb_in_the_worker_data_dir_with_raw_codecs(tmp_path: Path)
     assert [str(u) for u in app.conf.broker] == ["kafka://k1:1", "kafka://k2:2"]
     assert app.conf.id == "unit"
     assert app.conf.topic_partitions == config.topics.partitions
+    # bounded read-ahead of the table agent (faust's defaults buffer four times as much)
+    assert app.conf.stream_buffer_maxsize == 1024
+    assert app.conf.consumer_max_fetch_size == 256 * 1024
     options = rocksdb_options(config)
-    assert options["block_cache_size"] == config.tables.block_cache_bytes == 2 * 1024 * 1024
+    assert options["block_cache_size"] == config.tables.block_cache_bytes == 512 * 1024
     assert options["write_buffer_size"] == config.tables.write_buffer_bytes == 2 * 1024 * 1024
     assert options["max_write_buffer_number"] == 2
     # faust accepts every key (its RocksDBOptions would raise on an unknown one)
