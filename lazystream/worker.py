@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -66,6 +67,35 @@ FULL_SWEEP_TICKS = 30
 """Every this many refresh ticks, every owned fence is recomputed (the sink skips what is unchanged)."""
 
 
+@dataclass
+class SweepSchedule:
+    """When a refresh tick sweeps every owned fence: at the first tick after a rebalance (this worker may
+    own other fences now), and :data:`FULL_SWEEP_TICKS` ticks after the last sweep, whatever started it.
+
+    Why from the last sweep: counted from the worker's start, a periodic sweep could follow a rebalance's
+    sweep within a few ticks, two sweeps of thousands of fences close together for one safety net."""
+
+    every_ticks: int = FULL_SWEEP_TICKS
+    ticks: int = 0
+    """Refresh ticks so far (counted only while the worker is ready)."""
+    swept_at: int = 0
+    """The tick of the last full sweep (0: none yet)."""
+    rebalances: int = 0
+    """faust's rebalance count at the last full sweep."""
+
+    def tick(self) -> None:
+        self.ticks += 1
+
+    def due(self, rebalances: int) -> bool:
+        """Whether this tick sweeps, given faust's rebalance count now."""
+        return rebalances != self.rebalances or self.ticks - self.swept_at >= self.every_ticks
+
+    def swept(self, rebalances: int) -> None:
+        """A full sweep was made at this tick, after ``rebalances`` rebalances."""
+        self.swept_at = self.ticks
+        self.rebalances = rebalances
+
+
 class Worker:
     """One lazystream worker process."""
 
@@ -88,10 +118,8 @@ class Worker:
         )
         self.stream: WorkerApp = create_worker_app(config, self.cache, self._on_fence_learned)
         self.ready = asyncio.Event()
-        self.ticks = 0
+        self.sweeps = SweepSchedule()
         self._deadline_timers: dict[ObjectKey, asyncio.TimerHandle] = {}
-        self.rebalances_swept = 0
-        """faust's rebalance count at the last full sweep: a rebalance triggers one at the next tick."""
         self.autofencer = self._autofencer()
         self.fallback = self._fallback()
         self.poller = self._poller()
@@ -394,11 +422,11 @@ class Worker:
         async def refresh() -> None:
             """Slime's tick: fences with deadlines or EXPIREWAIT entries are re-evaluated."""
             if worker.ready.is_set():
-                worker.ticks += 1
+                worker.sweeps.tick()
                 await worker.expire_idle()
-                rebalanced = worker.app.rebalancing_count != worker.rebalances_swept
-                if (rebalanced or worker.ticks % FULL_SWEEP_TICKS == 0) and worker.state_readable():
-                    worker.rebalances_swept = worker.app.rebalancing_count
+                rebalances = worker.app.rebalancing_count
+                if worker.sweeps.due(rebalances) and worker.state_readable():
+                    worker.sweeps.swept(rebalances)
                     worker.schedule_owned()  # also catches fences this worker was newly assigned
                 else:
                     for key in list(worker.computer.timed):
