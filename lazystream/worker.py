@@ -38,7 +38,7 @@ from lazystream.kafka_security import check_access
 from lazystream.kube.autofencer import AutoFencer
 from lazystream.kube.client import api_client
 from lazystream.kube.fallback import FallbackKeeper
-from lazystream.kube.informers import ClusterCache
+from lazystream.kube.informers import ALL_KINDS, ClusterCache
 from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identity
 from lazystream.kube.sink import Desired, FenceSink, NotReady, Observed
 from lazystream.metrics import add_metrics_route, instrument_worker
@@ -63,6 +63,8 @@ DEADLINE_SLACK = 0.05
 """Seconds after a deadline its timer fires (a deadline is "passed" strictly after it)."""
 TRIM_SECONDS = 60.0
 """Seconds between the worker's returns of free allocator memory to the kernel (``malloc_trim``)."""
+SPARE_CONNECTIONS = 4
+"""API-server connections a worker keeps besides one per watched kind and the sink's (see ``Worker``)."""
 FULL_SWEEP_TICKS = 30
 """Every this many refresh ticks, every owned fence is recomputed (the sink skips what is unchanged)."""
 
@@ -101,7 +103,11 @@ class Worker:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.api = api_client(config.kube.kubeconfig)
+        # the watches hold a connection each, the sink up to ``concurrency``; a few more for the Lease, the
+        # autoFencer, the fallback objects and the admin API's requests
+        self.api = api_client(
+            config.kube.kubeconfig, connections=len(ALL_KINDS) + config.sink.concurrency + SPARE_CONNECTIONS
+        )
         self.computer = FenceComputer(fence_options(config))
         self.cache = ClusterCache(
             self.api,

@@ -18,16 +18,24 @@ default is none at all: one request to an API server that stops answering (not r
 thread forever, and a worker's exit waits for the threads of its executors."""
 
 
-def api_client(kubeconfig: Path | None = None) -> client.ApiClient:
+def api_client(kubeconfig: Path | None = None, *, connections: int | None = None) -> client.ApiClient:
     """An API client: from ``kubeconfig`` when given, else in-cluster, else the default kubeconfig; every
-    request is bounded by :data:`DEFAULT_REQUEST_TIMEOUT` unless it says otherwise."""
+    request is bounded by :data:`DEFAULT_REQUEST_TIMEOUT` unless it says otherwise.
+
+    ``connections``: idle connections kept for reuse (the client's default: five per CPU). A process that
+    holds more at once, such as a worker's watches besides its sink's writers, should say how many: each
+    connection returned to a full pool is closed with a warning."""
+    settings = type.__call__(client.Configuration)  # a new one, not a copy of the process-wide default
+    if connections is not None:
+        settings.connection_pool_maxsize = connections
     if kubeconfig is not None:
-        return _bounded(config.new_client_from_config(config_file=str(kubeconfig)))
+        loaded = config.new_client_from_config(config_file=str(kubeconfig), client_configuration=settings)
+        return _bounded(loaded)
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=settings)
     except config.ConfigException:
-        return _bounded(config.new_client_from_config())
-    return _bounded(client.ApiClient())
+        return _bounded(config.new_client_from_config(client_configuration=settings))
+    return _bounded(client.ApiClient(settings))
 
 
 def _bounded(api: client.ApiClient) -> client.ApiClient:

@@ -138,3 +138,5 @@ async def test_tutorial_scenario_end_to_end(
     finally:
         code = worker.stop()
     assert code == 0, worker.output()[-3000:]
+    # its watches end together when it stops: the connection pool keeps them all, without warnings
+    assert "Connection pool is full" not in worker.output()

@@ -1,8 +1,10 @@
-"""Against an API server that accepts connections and never answers (a hung server, not a stopped one):
-requests end within their bound, and a stopping cache does not wait out its sync timeout."""
+"""The API client. Against an API server that accepts connections and never answers (a hung server, not a
+stopped one): requests end within their bound, and a stopping cache does not wait out its sync timeout.
+Against the real one: the connection pool keeps as many connections as the client is told it holds."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -17,6 +19,7 @@ from kubernetes import client
 from lazystream.kube import client as kube_client
 from lazystream.kube.client import api_client
 from lazystream.kube.informers import ClusterCache
+from tests.fixtures.servers import KubeServer
 
 
 class SilentServer:
@@ -101,3 +104,35 @@ def test_a_stopped_cache_stops_waiting_for_its_first_sync(silent_kubeconfig: Pat
     assert not cache.wait_synced(60)
     assert time.monotonic() - started < 5
     api.close()
+
+
+def test_connections_returned_together_are_kept_up_to_the_pool_size(
+    kube_server: KubeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a worker's watches all end at once when it stops: each connection beyond the pool was closed with
+    # urllib3's "Connection pool is full" warning (eight per worker stop, with the client's default pool)
+    def hold_connections(api: client.ApiClient, count: int) -> None:
+        barrier = threading.Barrier(count)
+
+        def request() -> None:
+            barrier.wait(10)  # all in flight together: each takes a connection of its own
+            client.CoreV1Api(api).list_namespace(timeout_seconds=1, watch=True, _preload_content=False).read()
+
+        threads = [threading.Thread(target=request) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+
+    caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
+    small = api_client(kube_server.kubeconfig, connections=2)
+    hold_connections(small, 6)
+    small.close()
+    # six at once, two kept: four closed (fewer if a slow thread started after another had ended)
+    assert 0 < sum("Connection pool is full" in r.getMessage() for r in caplog.records) <= 4
+
+    caplog.clear()
+    enough = api_client(kube_server.kubeconfig, connections=6)
+    hold_connections(enough, 6)
+    enough.close()
+    assert not [r for r in caplog.records if "Connection pool is full" in r.getMessage()]
