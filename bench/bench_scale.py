@@ -2,7 +2,8 @@
 dependencies, at 1k, 3k and 10k fences by default.
 
 Per size it reports: records/s through the two workers (from the ingest group's commits), the time until
-every fence's Sidecar lists all its dependencies, produce-to-Sidecar p50/p99 in steady state, each worker's
+every fence's Sidecar lists all its dependencies, produce-to-Sidecar p50/p99 in steady state (over a full
+sweep of every fence, started with the phase), each worker's
 RSS, the RocksDB size on disk, and the recovery time of a restarted worker (start to "lazystream ready").
 Targets at 10k fences: RSS ≤ 300 MB per worker, recovery ≤ 30 s, p99 ≤ 2 s.
 
@@ -42,11 +43,12 @@ WORKERS = 2
 LATENCY_HOSTS = 10
 """Callee Services no fence learns during the fill: each latency sample is a new (caller, host) pair."""
 LATENCY_MIN_SAMPLES = 10
-LATENCY_SECONDS = 300.0
-"""Default length of the latency phase (``BENCH_SCALE_LATENCY_SECONDS``): one period of the workers' full
-sweep (``FULL_SWEEP_TICKS`` refresh ticks) and of the watch cache's re-list, so the p99 includes them. Ten
-samples right after convergence had given anything from 0.42 to 6.32 s at 10k fences, depending on whether
-a sweep fell into them."""
+LATENCY_SECONDS = 60.0
+"""Default length of the latency phase (``BENCH_SCALE_LATENCY_SECONDS``). It starts with a full sweep on
+both workers (``POST /sweep``), the heaviest periodic work of a worker, so the p99 includes one: ten samples
+right after convergence had given anything from 0.42 to 6.32 s at 10k fences, depending on whether a sweep
+fell into them. A paced sweep of 5k fences takes 20-60 s. (Until 2026-11-28 21:30 the phase waited 300 s,
+one period of the periodic sweep, for the same purpose.)"""
 SETUP_ATTEMPTS = 5
 """Applies of one object before the setup gives up (a shared API server at a full core timed out one of
 15k applies with a 504 at 10k fences)."""
@@ -63,6 +65,8 @@ class ScaleFigures:
     records_per_s: float = 0.0
     converged_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    swept: list[int] = field(default_factory=list)
+    """Fences each worker's sweep at the start of the latency phase scheduled."""
     rss_mb: list[float] = field(default_factory=list)
     """Each worker's RSS at the end of the run, in MB (10^6 bytes, as the target's 300 MB)."""
     peak_rss_mb: list[float] = field(default_factory=list)
@@ -94,7 +98,8 @@ class ScaleFigures:
         return (
             f"{self.fences} fences x {self.deps} deps ({self.records} records): {self.records_per_s:,.0f} "
             f"records/s, all Sidecars complete after {self.converged_s:.1f} s; produce-to-Sidecar p50 "
-            f"{p50:.2f} s, p99 {p99:.2f} s, max {worst:.2f} s ({len(lat)} samples); RSS {rss} MB; "
+            f"{p50:.2f} s, p99 {p99:.2f} s, max {worst:.2f} s ({len(lat)} samples, from a sweep of "
+            f"{' + '.join(map(str, self.swept)) or 'no'} fences on); RSS {rss} MB; "
             f"RocksDB {self.rocksdb_mb:.1f} MB; recovery {self.recovery_s:.1f} s; phases {phases}"
         )
 
@@ -195,6 +200,13 @@ def complete_sidecars(api: client.ApiClient, namespace: str, deps: int) -> int:
             return done
 
 
+def sweep(port: int) -> int:
+    """Start a full sweep on a worker (``POST /sweep``); how many fences it scheduled."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/sweep", method="POST")
+    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - a fixed http:// URL
+        return int(json.loads(resp.read())["scheduled"])
+
+
 def debug_memory(port: int) -> dict[str, Any]:
     """A worker's memory report, then its RSS after ``malloc_trim`` (as ``trimmed_rss``)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/memory?deep=1", timeout=60) as resp:
@@ -273,6 +285,7 @@ async def run_size(
         await converge(figures, api, bootstrap, run_id, start, timeout)
         if not figures.incomplete:
             mark = time.monotonic()
+            figures.swept = [sweep(int(env["LAZYSTREAM_WEB_PORT"])) for env in envs]
             figures.latencies = await latencies(bootstrap, api, run_id, ips, deps, latency_seconds)
             figures.phases["latency"] = time.monotonic() - mark
         figures.rss_mb = [status_mb(p.pid) for p in procs]

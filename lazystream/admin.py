@@ -8,6 +8,8 @@ Endpoints (JSON in and out)::
     POST /namespaces/{namespace}/reset         202 {"reset": [every fence of the namespace]}
     GET  /fences/{namespace}/{name}/explain    200 the explanation (FenceExplanation.to_dict); 404 unknown
     GET  /lazyload/debug/svfReset?ns=N[&name=F] Slime's reset endpoint, same effect (for existing scripts)
+    POST /sweep                                202 {"scheduled": n}: every fence this worker owns is
+                                               recomputed now; 503 while its learned state cannot be read
     GET  /debug/memory[?deep=1][&trim=1]       200 where the worker's memory goes (:mod:`lazystream.memory`)
 
 A reset is Slime's ``svfReset``: the fence forgets everything it learned. It is a ``reset`` message on the
@@ -59,6 +61,9 @@ class AdminHooks:
     live: Callable[[], bool] = lambda: True
     """Liveness beyond "the loop answers" (e.g. no fatal error recorded)."""
     clock: Callable[[], float] = time.time
+    sweep: Callable[[], int | None] | None = None
+    """Recompute every fence the worker owns now, as its periodic full sweep does (the sink writes what
+    changed); how many were scheduled, or None while the learned state cannot be read."""
     memory: Callable[[bool, bool], Mapping[str, Any]] | None = None
     """``memory(deep, trim)``: the worker's memory report (:func:`lazystream.memory.report`); ``deep``
     measures every structure (slow: seconds at 10k fences, under the cache's lock)."""
@@ -123,6 +128,15 @@ def create_admin_app(hooks: AdminHooks) -> web.Application:
         if explanation is None:
             return _error(404, f"no ServiceFence {key}")
         return _json(explanation.to_dict())
+
+    @routes.post("/sweep")
+    async def sweep(request: web.Request) -> web.Response:
+        if hooks.sweep is None:
+            return _error(404, "this process sweeps no fences")
+        scheduled = hooks.sweep()
+        if scheduled is None:
+            return _error(503, "the learned state cannot be read now (starting, rebalancing or stopping)")
+        return _json({"scheduled": scheduled}, 202)
 
     @routes.get("/debug/memory")
     async def memory(request: web.Request) -> web.Response:

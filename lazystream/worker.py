@@ -204,8 +204,18 @@ class Worker:
                 options=fence_options(self.config),
             ),
             ready={"cachesSynced": lambda: self.cache.synced, "workerReady": self.ready.is_set},
+            sweep=self.sweep_now,
             memory=self.memory_report,
         )
+
+    def sweep_now(self) -> int | None:
+        """The periodic full sweep, now (``POST /sweep``): operators after changing many objects by hand,
+        the scale benchmark to hold a sweep inside its latency window. It counts as the last sweep, so the
+        periodic one comes a full period later. None while the learned state cannot be read."""
+        if not self.ready.is_set() or not self.state_readable():
+            return None
+        self.sweeps.swept(self.app.rebalancing_count)
+        return self.schedule_owned()
 
     def memory_report(self, deep: bool, trim: bool) -> dict[str, Any]:
         """Where this worker's memory goes (``GET /debug/memory``): process and allocator figures, RocksDB's

@@ -136,6 +136,7 @@ async def test_scale_benchmark_runs(kafka_bootstrap: str, kube_server) -> None:
     assert figures.records_per_s > 0
     assert figures.converged_s > 0
     assert len(figures.latencies) == bench_scale.LATENCY_MIN_SAMPLES
+    assert sum(figures.swept) == 20  # the latency phase starts with a sweep: each fence has one owner
     assert len(figures.rss_mb) == 2
     assert all(r > 0 for r in figures.rss_mb)
     assert all(peak >= r for peak, r in zip(figures.peak_rss_mb, figures.rss_mb, strict=True))

@@ -8,7 +8,9 @@ objects and records is the oracle.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -50,11 +52,8 @@ async def test_tutorial_scenario_end_to_end(
     records = [*records_from(ips, calls), b"not a record", b'{"half": ']
     expected = oracle(builder.objects(), records)
 
-    worker = WorkerProcess(
-        [LAZYSTREAM, "worker"],
-        worker_env(kafka_bootstrap, kube_server, fresh_name, tmp_path, namespace),
-        tmp_path / "worker.log",
-    )
+    env = worker_env(kafka_bootstrap, kube_server, fresh_name, tmp_path, namespace)
+    worker = WorkerProcess([LAZYSTREAM, "worker"], env, tmp_path / "worker.log")
     try:
         worker.wait_for_output("lazystream ready", timeout=120)
         await produce(kafka_bootstrap, f"{fresh_name}-access", records)
@@ -115,6 +114,19 @@ async def test_tutorial_scenario_end_to_end(
             == writes
         )
         assert writes <= 3
+
+        # a sweep on demand recomputes every fence of the worker and, nothing having changed, writes nothing
+        sweep = urllib.request.Request(f"http://127.0.0.1:{env['LAZYSTREAM_WEB_PORT']}/sweep", method="POST")
+        with urllib.request.urlopen(sweep, timeout=10) as response:
+            assert response.status == 202
+            scheduled = json.loads(response.read())["scheduled"]
+        fences = kube_dynamic.resources.get(api_version="microservice.slime.io/v1alpha1", kind="ServiceFence")
+        assert scheduled == len(fences.get(namespace=namespace).items) > 0
+        time.sleep(3)
+        assert (
+            len(audit_log.find(verb="patch", resource="sidecars", namespace=namespace, name="productpage"))
+            == writes
+        )
 
         # a cluster change with no new records: a VirtualService for reviews routes to reviews-v2
         apply_objects(
