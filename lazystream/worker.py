@@ -209,9 +209,10 @@ class Worker:
         )
 
     def sweep_now(self) -> int | None:
-        """The periodic full sweep, now (``POST /sweep``): operators after changing many objects by hand,
-        the scale benchmark to hold a sweep inside its latency window. It counts as the last sweep, so the
-        periodic one comes a full period later. None while the learned state cannot be read."""
+        """The full sweep of every owned fence, now: the refresh tick's when one is due, and ``POST /sweep``
+        (operators after changing many objects by hand, the scale benchmark to hold a sweep inside its
+        latency window). It counts as the last sweep, so the periodic one comes a full period later; how
+        many fences it scheduled, or None while the learned state cannot be read."""
         if not self.ready.is_set() or not self.state_readable():
             return None
         self.sweeps.swept(self.app.rebalancing_count)
@@ -440,11 +441,8 @@ class Worker:
             if worker.ready.is_set():
                 worker.sweeps.tick()
                 await worker.expire_idle()
-                rebalances = worker.app.rebalancing_count
-                if worker.sweeps.due(rebalances) and worker.state_readable():
-                    worker.sweeps.swept(rebalances)
-                    worker.schedule_owned()  # also catches fences this worker was newly assigned
-                else:
+                # a sweep also catches fences this worker was newly assigned
+                if not (worker.sweeps.due(worker.app.rebalancing_count) and worker.sweep_now() is not None):
                     for key in list(worker.computer.timed):
                         worker.sink.schedule(key)
 
