@@ -10,6 +10,8 @@ Endpoints (JSON in and out)::
     GET  /lazyload/debug/svfReset?ns=N[&name=F] Slime's reset endpoint, same effect (for existing scripts)
     POST /sweep                                202 {"scheduled": n}: every fence this worker owns is
                                                recomputed now; 503 while its learned state cannot be read
+    GET  /sweep                                200 {"pending": n}: fences of the sweeps under way not yet
+                                               checked (0: every sweep is through)
     GET  /debug/memory[?deep=1][&trim=1]       200 where the worker's memory goes (:mod:`lazystream.memory`)
 
 A reset is Slime's ``svfReset``: the fence forgets everything it learned. It is a ``reset`` message on the
@@ -64,6 +66,8 @@ class AdminHooks:
     sweep: Callable[[], int | None] | None = None
     """Recompute every fence the worker owns now, as its periodic full sweep does (the sink writes what
     changed); how many were scheduled, or None while the learned state cannot be read."""
+    sweep_pending: Callable[[], int] | None = None
+    """How many fences of the sweeps under way are not yet checked (the sink's ``sweep_pending``)."""
     memory: Callable[[bool, bool], Mapping[str, Any]] | None = None
     """``memory(deep, trim)``: the worker's memory report (:func:`lazystream.memory.report`); ``deep``
     measures every structure (slow: seconds at 10k fences, under the cache's lock)."""
@@ -137,6 +141,12 @@ def create_admin_app(hooks: AdminHooks) -> web.Application:
         if scheduled is None:
             return _error(503, "the learned state cannot be read now (starting, rebalancing or stopping)")
         return _json({"scheduled": scheduled}, 202)
+
+    @routes.get("/sweep")
+    async def sweep_progress(request: web.Request) -> web.Response:
+        if hooks.sweep_pending is None:
+            return _error(404, "this process sweeps no fences")
+        return _json({"pending": hooks.sweep_pending()})
 
     @routes.get("/debug/memory")
     async def memory(request: web.Request) -> web.Response:

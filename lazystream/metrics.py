@@ -77,6 +77,8 @@ METRICS: dict[str, str] = {
     "outcome (applied, unchanged, retry, conflict, gone, skipped).",
     "lazystream_api_errors_total": "Failed writes to the API server, by HTTP status or exception.",
     "lazystream_api_writes_in_flight": "Fence writes in progress.",
+    "lazystream_sweep_fences_pending": "Fences of a full sweep (at start, after a rebalance, periodic or "
+    "POST /sweep) not yet checked and written; 0 when no sweep is under way.",
     "lazystream_api_watch_errors_total": "Failed list/watch requests to the API server and objects the "
     "watch cache could not read, by kind (the cache re-lists after a backoff).",
     "lazystream_kafka_errors_total": "Kafka client errors, by client (ingest: the access stage's consumer "
@@ -313,6 +315,9 @@ class WorkerCollector(Collector):
         )
         in_flight.add_metric([], sink.in_flight)
         yield in_flight
+        sweep = GaugeMetricFamily("lazystream_sweep_fences_pending", _help("lazystream_sweep_fences_pending"))
+        sweep.add_metric([], sink.sweep_pending)
+        yield sweep
 
     def _clients(self) -> Iterator[Metric]:
         """Errors of the worker's clients: the API server's watches, and Kafka."""

@@ -205,6 +205,7 @@ class Worker:
             ),
             ready={"cachesSynced": lambda: self.cache.synced, "workerReady": self.ready.is_set},
             sweep=self.sweep_now,
+            sweep_pending=lambda: self.sink.sweep_pending,
             memory=self.memory_report,
         )
 

@@ -435,6 +435,12 @@ class FenceSink:
         flight."""
         return not (self._dirty or self._active or self._timers or self._sweeping)
 
+    @property
+    def sweep_pending(self) -> int:
+        """Fences of the sweeps asked for whose write has not ended yet (0 once every sweep is through): how
+        an operator, or a benchmark, sees a ``POST /sweep`` finish."""
+        return len(self._sweeping) + len(self._swept)
+
     async def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until :meth:`idle` (tests, shutdown checks); False when ``timeout`` seconds pass first."""
         deadline = time.monotonic() + timeout

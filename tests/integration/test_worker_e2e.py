@@ -37,6 +37,14 @@ pytestmark = [pytest.mark.kafka, pytest.mark.kube, pytest.mark.timeout(240)]
 FIELD_MANAGER = "lazystream"
 
 
+def sweep_pending(env: dict[str, str]) -> int:
+    """``GET /sweep``: fences of the worker's sweeps not yet checked."""
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{env['LAZYSTREAM_WEB_PORT']}/sweep", timeout=10
+    ) as response:
+        return int(json.loads(response.read())["pending"])
+
+
 async def test_tutorial_scenario_end_to_end(
     kafka_bootstrap: str,
     kube_server: KubeServer,
@@ -122,7 +130,8 @@ async def test_tutorial_scenario_end_to_end(
             scheduled = json.loads(response.read())["scheduled"]
         fences = kube_dynamic.resources.get(api_version="microservice.slime.io/v1alpha1", kind="ServiceFence")
         assert scheduled == len(fences.get(namespace=namespace).items) > 0
-        time.sleep(3)
+        wait_for(lambda: sweep_pending(env) == 0, "the sweep to be through", worker=worker)
+        time.sleep(1)
         assert (
             len(audit_log.find(verb="patch", resource="sidecars", namespace=namespace, name="productpage"))
             == writes

@@ -556,7 +556,9 @@ async def test_a_sweep_waits_behind_fences_scheduled_as_they_learn(
         sink.schedule(ObjectKey(namespace, "learner"))
         sink.sweep([ObjectKey(namespace, "learner"), ObjectKey(namespace, names[-1])])  # no second write
         assert not sink.idle()
+        assert sink.sweep_pending == len(names)  # the learner is no longer the sweep's
         assert await sink.wait_idle(30)
+        assert sink.sweep_pending == 0
         assert sorted(computed) == sorted(fences)  # every fence once
         assert computed.index("learner") <= 1  # behind at most the one write of the sweep
         assert [n for n in computed if n != "learner"] == names  # swept in order

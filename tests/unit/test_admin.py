@@ -313,25 +313,42 @@ async def test_memory_report(harness: Harness) -> None:
 
 async def test_a_sweep_on_demand_reports_what_it_scheduled_or_why_not() -> None:
     answers: list[int | None] = [None, 7]
+    pending = [7, 0]
 
     async def no_edges(key: ObjectKey, message: Any) -> None:
         raise AssertionError("a sweep sends nothing to the edges topic")
 
-    def hooks(sweep: Any) -> AdminHooks:
-        return AdminHooks(send_edge=no_edges, fences_in=lambda ns: [], explain=lambda key: None, sweep=sweep)
+    def hooks(sweep: Any, sweep_pending: Any) -> AdminHooks:
+        return AdminHooks(
+            send_edge=no_edges,
+            fences_in=lambda ns: [],
+            explain=lambda key: None,
+            sweep=sweep,
+            sweep_pending=sweep_pending,
+        )
 
     async with aiohttp.ClientSession() as session:
         for app_hooks, expected in (
-            (hooks(lambda: answers.pop(0)), [(503, "cannot be read"), (202, {"scheduled": 7})]),
-            (hooks(None), [(404, "sweeps no fences")]),  # e.g. a process other than a worker
+            (
+                hooks(lambda: answers.pop(0), lambda: pending.pop(0)),
+                [
+                    ("post", 503, "cannot be read"),
+                    ("post", 202, {"scheduled": 7}),
+                    ("get", 200, {"pending": 7}),
+                    ("get", 200, {"pending": 0}),
+                ],
+            ),
+            # e.g. a process other than a worker
+            (hooks(None, None), [("post", 404, "sweeps no fences"), ("get", 404, "sweeps no fences")]),
         ):
             server = AdminServer(create_admin_app(app_hooks), "127.0.0.1", 0)
             await server.start()
             try:
-                for status, body in expected:
-                    async with session.post(server.url + "/sweep") as response:
+                for method, status, body in expected:
+                    async with session.request(method, server.url + "/sweep") as response:
                         assert response.status == status
                         got = await response.json()
                     assert got == body if isinstance(body, dict) else body in got["error"]
             finally:
                 await server.stop()
+    assert answers == pending == []

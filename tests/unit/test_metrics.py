@@ -87,6 +87,7 @@ def stand_in_worker() -> Any:
     sink = SimpleNamespace(
         writes_total=Counter({"sidecar:applied": 2, "status:unchanged": 1, "error:403": 1}),
         in_flight=0,
+        sweep_pending=4,
         on_applied=None,
     )
     return SimpleNamespace(
@@ -126,6 +127,7 @@ async def test_every_listed_metric_is_exposed_with_the_counters_values() -> None
     assert got[("lazystream_hosts_learned_total", (("via", "seed"),))] == 7
     assert got[("lazystream_edge_messages_total", (("result", "hosts_limit"),))] == 2
     assert got[("lazystream_edges_read_again_total", ())] == 1
+    assert got[("lazystream_sweep_fences_pending", ())] == 4
     assert got[("lazystream_fence_hosts_limit_total", (("fence", "web"), ("namespace", "shop")))] == 2
     assert got[("lazystream_fallback_records_total", (("fence", "web"), ("namespace", "shop")))] == 9
     assert got[("lazystream_fences", ())] == 2
