@@ -43,12 +43,15 @@ WORKERS = 2
 LATENCY_HOSTS = 10
 """Callee Services no fence learns during the fill: each latency sample is a new (caller, host) pair."""
 LATENCY_MIN_SAMPLES = 10
+"""Samples of the latency phase however soon the sweep is through."""
+LATENCY_PAUSE_S = 0.25
+"""Between two latency samples (each teaches another fence a host, so none waits for the one before)."""
 LATENCY_SECONDS = 60.0
-"""Default length of the latency phase (``BENCH_SCALE_LATENCY_SECONDS``). It starts with a full sweep on
+"""Default limit of the latency phase (``BENCH_SCALE_LATENCY_SECONDS``). It starts with a full sweep on
 both workers (``POST /sweep``), the heaviest periodic work of a worker, so the p99 includes one: ten samples
 right after convergence had given anything from 0.42 to 6.32 s at 10k fences, depending on whether a sweep
-fell into them. A paced sweep of 5k fences takes 20-60 s. (Until 2026-11-28 21:30 the phase waited 300 s,
-one period of the periodic sweep, for the same purpose.)"""
+fell into them. The phase ends when both sweeps are through (``GET /sweep``) or at this limit. (Until
+2026-11-28 21:30 the phase waited 300 s, one period of the periodic sweep, and until 2026-11-29 60 s.)"""
 SETUP_ATTEMPTS = 5
 """Applies of one object before the setup gives up (a shared API server at a full core timed out one of
 15k applies with a 504 at 10k fences)."""
@@ -67,6 +70,8 @@ class ScaleFigures:
     latencies: list[float] = field(default_factory=list)
     swept: list[int] = field(default_factory=list)
     """Fences each worker's sweep at the start of the latency phase scheduled."""
+    sweep_s: float | None = None
+    """Seconds until both workers' sweeps were through (None: not within the latency phase)."""
     rss_mb: list[float] = field(default_factory=list)
     """Each worker's RSS at the end of the run, in MB (10^6 bytes, as the target's 300 MB)."""
     peak_rss_mb: list[float] = field(default_factory=list)
@@ -89,6 +94,7 @@ class ScaleFigures:
         if self.peak_rss_mb:
             rss += " (peak " + ", ".join(f"{r:.0f}" for r in self.peak_rss_mb) + ")"
         phases = ", ".join(f"{k} {v:.0f} s" for k, v in self.phases.items())
+        sweep = "still going" if self.sweep_s is None else f"through after {self.sweep_s:.1f} s"
         if self.incomplete:
             return (
                 f"{self.fences} fences x {self.deps} deps ({self.records} records): INCOMPLETE, "
@@ -99,7 +105,7 @@ class ScaleFigures:
             f"{self.fences} fences x {self.deps} deps ({self.records} records): {self.records_per_s:,.0f} "
             f"records/s, all Sidecars complete after {self.converged_s:.1f} s; produce-to-Sidecar p50 "
             f"{p50:.2f} s, p99 {p99:.2f} s, max {worst:.2f} s ({len(lat)} samples, from a sweep of "
-            f"{' + '.join(map(str, self.swept)) or 'no'} fences on); RSS {rss} MB; "
+            f"{' + '.join(map(str, self.swept)) or 'no'} fences on, {sweep}); RSS {rss} MB; "
             f"RocksDB {self.rocksdb_mb:.1f} MB; recovery {self.recovery_s:.1f} s; phases {phases}"
         )
 
@@ -207,6 +213,12 @@ def sweep(port: int) -> int:
         return int(json.loads(resp.read())["scheduled"])
 
 
+def sweep_pending(port: int) -> int:
+    """Fences of a worker's sweeps not yet checked (``GET /sweep``)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/sweep", timeout=30) as resp:
+        return int(json.loads(resp.read())["pending"])
+
+
 def debug_memory(port: int) -> dict[str, Any]:
     """A worker's memory report, then its RSS after ``malloc_trim`` (as ``trimmed_rss``)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/memory?deep=1", timeout=60) as resp:
@@ -285,8 +297,9 @@ async def run_size(
         await converge(figures, api, bootstrap, run_id, start, timeout)
         if not figures.incomplete:
             mark = time.monotonic()
-            figures.swept = [sweep(int(env["LAZYSTREAM_WEB_PORT"])) for env in envs]
-            figures.latencies = await latencies(bootstrap, api, run_id, ips, deps, latency_seconds)
+            ports = [int(env["LAZYSTREAM_WEB_PORT"]) for env in envs]
+            figures.swept = [sweep(port) for port in ports]
+            await latencies(figures, bootstrap, api, run_id, ips, ports, latency_seconds)
             figures.phases["latency"] = time.monotonic() - mark
         figures.rss_mb = [status_mb(p.pid) for p in procs]
         figures.peak_rss_mb = [status_mb(p.pid, "VmHWM") for p in procs]
@@ -384,20 +397,31 @@ async def end_offset(bootstrap: str, topic: str) -> int:
 
 
 async def latencies(
-    bootstrap: str, api: client.ApiClient, namespace: str, ips: list[str], deps: int, seconds: float
-) -> list[float]:
-    """Produce-to-Sidecar seconds of new dependencies, one at a time, for ``seconds`` (at least
-    :data:`LATENCY_MIN_SAMPLES`): each sample teaches another fence a host, so no sample waits for the
-    coalescing interval of the one before (the same fence written 0.6 s earlier had added 0.4 s to each)."""
+    figures: ScaleFigures,
+    bootstrap: str,
+    api: client.ApiClient,
+    namespace: str,
+    ips: list[str],
+    ports: list[int],
+    seconds: float,
+) -> None:
+    """Produce-to-Sidecar seconds of new dependencies (``figures.latencies``), one at a time, until the
+    sweeps of the workers on ``ports`` are through (``figures.sweep_s``) or ``seconds`` have passed, and
+    at least :data:`LATENCY_MIN_SAMPLES`: each sample teaches another fence a host, so no sample waits for
+    the coalescing interval of the one before (the same fence written 0.6 s earlier had added 0.4 s to
+    each)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
-    out: list[float] = []
-    end = time.monotonic() + seconds
+    out = figures.latencies
+    start = time.monotonic()
     try:
         for k in range(len(ips) * LATENCY_HOSTS):
-            if len(out) >= LATENCY_MIN_SAMPLES and time.monotonic() >= end:
+            if figures.sweep_s is None and not any(sweep_pending(port) for port in ports):
+                figures.sweep_s = time.monotonic() - start
+            done = figures.sweep_s is not None or time.monotonic() - start >= seconds
+            if len(out) >= LATENCY_MIN_SAMPLES and done:
                 break
-            caller, host = k % len(ips), f"target-{deps + k // len(ips)}"
+            caller, host = k % len(ips), f"target-{figures.deps + k // len(ips)}"
             record = global_sidecar_record(authority=host, peer_address=f"{ips[caller]}:1", time=time.time())
             sent = time.perf_counter()
             await producer.send_and_wait(f"{namespace}-access", fluent_bit(record))
@@ -407,10 +431,9 @@ async def latencies(
                 if time.perf_counter() - sent > 60:
                     raise RuntimeError(f"{host} never reached the Sidecar of caller-{caller}")
             out.append(time.perf_counter() - sent)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(LATENCY_PAUSE_S)
     finally:
         await producer.stop()
-    return out
 
 
 def show(figures: ScaleFigures) -> None:

@@ -13,6 +13,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,12 +113,14 @@ def auth_headers(api: client.ApiClient) -> dict[str, str]:
 
 
 def delete_namespace(api: client.ApiClient, namespace: str) -> None:
-    """Delete a benchmark's objects (Sidecars, ServiceFences, EndpointSlices, Services) and its namespace,
-    kind by kind: the test API server runs no namespace controller, so deleting the namespace alone leaves
-    it "Terminating" with everything in it. A kind that fails every attempt is reported, not raised."""
+    """Delete a benchmark's objects (Sidecars, ServiceFences, EndpointSlices, Services), the four kinds at
+    once, then its namespace: the test API server runs no namespace controller, so deleting the namespace
+    alone leaves it "Terminating" with everything in it. One kind after the other took about three minutes
+    at 10k fences; at once they keep the API server's cores busy. A kind that fails every attempt is
+    reported, not raised."""
     custom = client.CustomObjectsApi(api)
     timeout = CLEANUP_TIMEOUT_S
-    deletions: list[Callable[[], object]] = [
+    kinds: list[Callable[[], object]] = [
         lambda: custom.delete_collection_namespaced_custom_object(
             "networking.istio.io", "v1alpha3", namespace, "sidecars", _request_timeout=timeout
         ),
@@ -130,14 +133,18 @@ def delete_namespace(api: client.ApiClient, namespace: str) -> None:
         lambda: client.CoreV1Api(api).delete_collection_namespaced_service(
             namespace, _request_timeout=timeout
         ),
-        lambda: client.CoreV1Api(api).delete_namespace(namespace),
     ]
-    for delete in deletions:
+
+    def delete(request: Callable[[], object]) -> None:
         for attempt in range(CLEANUP_ATTEMPTS):
             try:
-                delete()
-                break
+                request()
+                return
             except (client.ApiException, HTTPError) as exc:
                 # a 504 (the server's own 60 s limit) or a read timeout: it deleted some, and goes on
                 if attempt == CLEANUP_ATTEMPTS - 1:
                     print(f"cleanup of {namespace}: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
+
+    with ThreadPoolExecutor(len(kinds)) as pool:
+        list(pool.map(delete, kinds))
+    delete(lambda: client.CoreV1Api(api).delete_namespace(namespace))

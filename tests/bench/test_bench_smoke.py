@@ -137,6 +137,7 @@ async def test_scale_benchmark_runs(kafka_bootstrap: str, kube_server) -> None:
     assert figures.converged_s > 0
     assert len(figures.latencies) == bench_scale.LATENCY_MIN_SAMPLES
     assert sum(figures.swept) == 20  # the latency phase starts with a sweep: each fence has one owner
+    assert figures.sweep_s is not None  # 20 fences are swept within the ten samples
     assert len(figures.rss_mb) == 2
     assert all(r > 0 for r in figures.rss_mb)
     assert all(peak >= r for peak, r in zip(figures.peak_rss_mb, figures.rss_mb, strict=True))
