@@ -42,9 +42,10 @@ PARTITIONS = 4
 WORKERS = 2
 LATENCY_HOSTS = 10
 """Callee Services no fence learns during the fill: each latency sample is a new (caller, host) pair."""
-LATENCY_MIN_SAMPLES = 10
-"""Samples of the latency phase however soon the sweep is through."""
-LATENCY_PAUSE_S = 0.25
+LATENCY_MIN_SAMPLES = 100
+"""Samples of the latency phase however soon the sweep is through (about 15 s of them): with fewer, the
+p99 is the maximum (the sweep of 1k fences was through in 3 s, after ten samples)."""
+LATENCY_PAUSE_S = 0.1
 """Between two latency samples (each teaches another fence a host, so none waits for the one before)."""
 LATENCY_SECONDS = 60.0
 """Default limit of the latency phase (``BENCH_SCALE_LATENCY_SECONDS``). It starts with a full sweep on
@@ -263,10 +264,11 @@ async def run_size(
     timeout: float | None = None,
     report: Callable[[ScaleFigures], None] | None = None,
     latency_seconds: float | None = None,
+    latency_samples: int = LATENCY_MIN_SAMPLES,
 ) -> ScaleFigures:
     """One size; ``timeout`` (default ``BENCH_SCALE_TIMEOUT`` seconds, else 900) bounds convergence, and
     ``latency_seconds`` (default ``BENCH_SCALE_LATENCY_SECONDS``, else :data:`LATENCY_SECONDS`) the
-    steady-state latency phase after it.
+    steady-state latency phase after it, which takes at least ``latency_samples``.
     ``report`` gets the figures as soon as they are measured, before the clean-up (minutes at 10k)."""
     timeout = timeout or float(os.environ.get("BENCH_SCALE_TIMEOUT", "900"))
     if latency_seconds is None:
@@ -299,7 +301,7 @@ async def run_size(
             mark = time.monotonic()
             ports = [int(env["LAZYSTREAM_WEB_PORT"]) for env in envs]
             figures.swept = [sweep(port) for port in ports]
-            await latencies(figures, bootstrap, api, run_id, ips, ports, latency_seconds)
+            await latencies(figures, bootstrap, api, run_id, ips, ports, latency_seconds, latency_samples)
             figures.phases["latency"] = time.monotonic() - mark
         figures.rss_mb = [status_mb(p.pid) for p in procs]
         figures.peak_rss_mb = [status_mb(p.pid, "VmHWM") for p in procs]
@@ -404,10 +406,11 @@ async def latencies(
     ips: list[str],
     ports: list[int],
     seconds: float,
+    min_samples: int,
 ) -> None:
     """Produce-to-Sidecar seconds of new dependencies (``figures.latencies``), one at a time, until the
     sweeps of the workers on ``ports`` are through (``figures.sweep_s``) or ``seconds`` have passed, and
-    at least :data:`LATENCY_MIN_SAMPLES`: each sample teaches another fence a host, so no sample waits for
+    at least ``min_samples``: each sample teaches another fence a host, so no sample waits for
     the coalescing interval of the one before (the same fence written 0.6 s earlier had added 0.4 s to
     each)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
@@ -419,7 +422,7 @@ async def latencies(
             if figures.sweep_s is None and not any(sweep_pending(port) for port in ports):
                 figures.sweep_s = time.monotonic() - start
             done = figures.sweep_s is not None or time.monotonic() - start >= seconds
-            if len(out) >= LATENCY_MIN_SAMPLES and done:
+            if len(out) >= min_samples and done:
                 break
             caller, host = k % len(ips), f"target-{figures.deps + k // len(ips)}"
             record = global_sidecar_record(authority=host, peer_address=f"{ips[caller]}:1", time=time.time())
