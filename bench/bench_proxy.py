@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import cpu_seconds
+from bench.harness import cpu_seconds, quantile
 
 BODY = b"x" * 256
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
@@ -161,11 +161,6 @@ class CpuMeter:
     def __str__(self) -> str:
         each = (f"{name} {1e6 * used / max(1, self.requests):.0f} µs" for name, used in self.seconds.items())
         return ", ".join(each)
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 @dataclass

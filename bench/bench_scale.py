@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kubernetes import client
 
 from bench.bench_worker import committed, fill, sidecar_hosts
-from bench.harness import auth_headers, cluster_api, delete_namespace, worker_env
+from bench.harness import auth_headers, cluster_api, delete_namespace, quantile, worker_env
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from lazystream.testing.kafka import create_topics, delete_topics
 
@@ -89,7 +89,7 @@ class ScaleFigures:
     def __str__(self) -> str:
         lat = sorted(self.latencies)
         p50 = statistics.median(lat) if lat else float("nan")
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+        p99 = quantile(lat, 0.99)
         worst = lat[-1] if lat else float("nan")
         rss = ", ".join(f"{r:.0f}" for r in self.rss_mb)
         if self.peak_rss_mb:

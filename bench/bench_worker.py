@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from kubernetes import client
 
-from bench.harness import cluster_api, cpu_seconds, worker_env
+from bench.harness import cluster_api, cpu_seconds, quantile, worker_env
 from lazystream.kube.client import dynamic_client
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from lazystream.testing.kafka import create_topics
@@ -45,7 +45,7 @@ class WorkerFigures:
     def __str__(self) -> str:
         lat = sorted(self.latencies)
         p50 = statistics.median(lat) if lat else float("nan")
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+        p99 = quantile(lat, 0.99)
         return (
             f"{self.records} records: bare consumer {self.bare_rps:,.0f}/s, worker {self.worker_rps:,.0f}/s "
             f"(x{self.worker_rps / self.bare_rps:.2f}); produce-to-Sidecar p50 {p50:.2f} s, p99 {p99:.2f} s "

@@ -7,12 +7,13 @@ each one with ``quick=True`` as a smoke run only.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,15 @@ def cpu_seconds(pid: int) -> float:
     """User and system CPU time of process ``pid`` so far (``/proc/<pid>/stat`` fields 14 and 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile: the smallest value with at least ``q`` of the values at or below it
+    (the p99 of 100 samples is the 99th, not the largest; NaN for none)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def per_call(fn: Callable[[], object], calls: int, rounds: int) -> float:
