@@ -52,7 +52,8 @@ LATENCY_SECONDS = 60.0
 both workers (``POST /sweep``), the heaviest periodic work of a worker, so the p99 includes one: ten samples
 right after convergence had given anything from 0.42 to 6.32 s at 10k fences, depending on whether a sweep
 fell into them. The phase ends when both sweeps are through (``GET /sweep``) or at this limit. (Until
-2026-11-28 21:30 the phase waited 300 s, one period of the periodic sweep, and until 2026-11-29 60 s.)"""
+2026-11-28 21:30 the phase waited 300 s, one period of the periodic sweep, and until 2026-11-29 00:15 it
+sampled for the whole 60 s.)"""
 SETUP_ATTEMPTS = 5
 """Applies of one object before the setup gives up (a shared API server at a full core timed out one of
 15k applies with a 504 at 10k fences)."""
