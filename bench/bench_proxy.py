@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,16 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import cpu_seconds, quantile
+from bench.harness import cpu_seconds, free_ports, quantile
 
 BODY = b"x" * 256
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the fixed upstream (its own process) -----------------------------------------------------------------
@@ -220,7 +213,7 @@ async def run(seconds: float = 5.0, rounds: int = 3, rate: float = 1000.0) -> Pr
     import tempfile
 
     logs = Path(tempfile.mkdtemp(prefix="lazystream-bench-proxy-"))
-    upstream_port, proxy_port = free_port(), free_port()
+    upstream_port, proxy_port, probe_port = free_ports(3)
     python = sys.executable
     upstream = start_process(
         [python, "-m", "bench.bench_proxy", "upstream", str(upstream_port)], "upstream ready", logs / "up.log"
@@ -229,7 +222,7 @@ async def run(seconds: float = 5.0, rounds: int = 3, rate: float = 1000.0) -> Pr
     try:
         proxy = start_process(
             [str(Path(python).with_name("lazystream")), "global-sidecar", "--port", str(proxy_port),
-             "--probe-port", str(free_port()), "--records", "none", "--no-service-cache",
+             "--probe-port", str(probe_port), "--records", "none", "--no-service-cache",
              "--loglevel", "warning"],
             "", logs / "proxy.log",
         )  # fmt: skip

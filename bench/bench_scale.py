@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kubernetes import client
 
 from bench.bench_worker import committed, fill, sidecar_hosts
-from bench.harness import auth_headers, cluster_api, delete_namespace, quantile, worker_env
+from bench.harness import auth_headers, cluster_api, private_kube, quantile, worker_env
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from lazystream.testing.kafka import create_topics, delete_topics
 
@@ -259,6 +259,16 @@ async def wait_log(log: Path, text: str, timeout: float) -> float:
     return time.monotonic() - start
 
 
+@dataclass
+class Run:
+    """One size's run: its figures as they are measured, its name, and the Kafka it uses."""
+
+    figures: ScaleFigures
+    run_id: str
+    """The namespace of the run's objects, and the prefix of its topics and consumer groups."""
+    bootstrap: str
+
+
 async def run_size(
     fences: int,
     deps: int = 50,
@@ -267,28 +277,49 @@ async def run_size(
     latency_seconds: float | None = None,
     latency_samples: int = LATENCY_MIN_SAMPLES,
 ) -> ScaleFigures:
-    """One size; ``timeout`` (default ``BENCH_SCALE_TIMEOUT`` seconds, else 900) bounds convergence, and
+    """One size, on an API server of its own (:func:`bench.harness.private_kube`) and the shared Kafka;
+    ``timeout`` (default ``BENCH_SCALE_TIMEOUT`` seconds, else 900) bounds convergence, and
     ``latency_seconds`` (default ``BENCH_SCALE_LATENCY_SECONDS``, else :data:`LATENCY_SECONDS`) the
     steady-state latency phase after it, which takes at least ``latency_samples``.
-    ``report`` gets the figures as soon as they are measured, before the clean-up (minutes at 10k)."""
+    ``report`` gets the figures as soon as they are measured, before the clean-up.
+    ``BENCH_SCALE_KEEP=1`` keeps the run's topics and its API server."""
     timeout = timeout or float(os.environ.get("BENCH_SCALE_TIMEOUT", "900"))
     if latency_seconds is None:
         latency_seconds = float(os.environ.get("BENCH_SCALE_LATENCY_SECONDS", LATENCY_SECONDS))
-    bootstrap = os.environ["LAZYSTREAM_TEST_KAFKA_BOOTSTRAP"]
-    kubeconfig = Path(os.environ["LAZYSTREAM_TEST_KUBECONFIG"])
-    run_id = f"scale-{uuid.uuid4().hex[:8]}"
-    api = cluster_api(kubeconfig)
-    figures = ScaleFigures(fences, deps, fences * deps)
+    keep = bool(os.environ.get("BENCH_SCALE_KEEP"))
+    run = Run(
+        figures=ScaleFigures(fences, deps, fences * deps),
+        run_id=f"scale-{uuid.uuid4().hex[:8]}",
+        bootstrap=os.environ["LAZYSTREAM_TEST_KAFKA_BOOTSTRAP"],
+    )
+    with private_kube(Path(tempfile.mkdtemp(prefix="lazystream-scale-kube-")), keep=keep) as kubeconfig:
+        api = cluster_api(kubeconfig)
+        try:
+            await measure(run, api, kubeconfig, timeout, latency_seconds, latency_samples, report)
+        finally:
+            api.close()
+            if not keep:
+                await delete_topics(run.run_id, bootstrap_servers=run.bootstrap)
+    return run.figures
+
+
+async def measure(
+    run: Run,
+    api: client.ApiClient,
+    kubeconfig: Path,
+    timeout: float,
+    latency_seconds: float,
+    latency_samples: int,
+    report: Callable[[ScaleFigures], None] | None,
+) -> None:
+    """Set up the cluster objects and the records, start two workers, and measure (see :func:`run_size`)."""
+    figures, run_id, bootstrap = run.figures, run.run_id, run.bootstrap
     mark = time.monotonic()
-    try:
-        ips = setup(api, run_id, fences, deps)  # before any worker runs: blocking is harmless here
-    except BaseException:
-        await cleanup(bootstrap, api, run_id)
-        raise
+    ips = setup(api, run_id, figures.fences, figures.deps)  # before any worker runs: blocking is harmless
     figures.phases["setup"] = time.monotonic() - mark
     mark = time.monotonic()
     await create_topics([f"{run_id}-access"], PARTITIONS, bootstrap_servers=bootstrap)
-    await fill(bootstrap, f"{run_id}-access", ips, deps, figures.records)
+    await fill(bootstrap, f"{run_id}-access", ips, figures.deps, figures.records)
     figures.phases["fill"] = time.monotonic() - mark
 
     base = Path(tempfile.mkdtemp(prefix="lazystream-scale-"))
@@ -327,17 +358,6 @@ async def run_size(
             if proc.returncode is None:
                 proc.terminate()
                 await proc.wait()
-        if not os.environ.get("BENCH_SCALE_KEEP"):
-            await cleanup(bootstrap, api, run_id)
-        api.close()
-    return figures
-
-
-async def cleanup(bootstrap: str, api: client.ApiClient, run_id: str) -> None:
-    """Delete the run's objects, namespace and topics (set ``BENCH_SCALE_KEEP=1`` to keep them): at 10k
-    fences a run leaves 30k objects, which every other user of the shared API server would list and watch."""
-    delete_namespace(api, run_id)
-    await delete_topics(run_id, bootstrap_servers=bootstrap)
 
 
 async def converge(

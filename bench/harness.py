@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,24 +85,65 @@ def compare(
     return Comparison(name, statistics.median(base), statistics.median(cand))
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports free on loopback now (bound at once, so none is handed out twice)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
 def worker_env(
     run_id: str, bootstrap: str, kubeconfig: Path, data: Path, partitions: int, **extra: str
 ) -> dict[str, str]:
     """The environment of a ``lazystream worker`` a benchmark starts: its own app id, topics
     (``<run_id>-access|edges|dlq``), data directory and admin port, scoped to the ``run_id`` namespace."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
     return dict(
         deployment_env(bootstrap, run_id, partitions),
         KUBECONFIG=str(kubeconfig),
         LAZYSTREAM_TABLES_DATA_DIR=str(data / "data"),
-        LAZYSTREAM_WEB_PORT=str(port),
+        LAZYSTREAM_WEB_PORT=str(free_ports(1)[0]),
         LAZYSTREAM_GENERAL_WHITE_NAMESPACE_LIST=run_id,
         LAZYSTREAM_LEADER_ELECTION_LEASE_NAMESPACE=run_id,
         LAZYSTREAM_FALLBACK_MANAGE="false",  # benchmarks leave cluster-wide objects alone
         **extra,
     )
+
+
+@contextmanager
+def private_kube(run_dir: Path, keep: bool = False) -> Iterator[Path]:
+    """An etcd + kube-apiserver pair of the benchmark's own, started by the test servers' script
+    (``scripts/infra/k8s/kube-apiserver.sh``: the same binaries, flags and audit log) on free ports in
+    ``run_dir``. Yields its kubeconfig; at the end stops the pair and deletes its data, unless ``keep`` (to
+    look at what a run left: the pair stays up, and where its kubeconfig is goes to stderr).
+
+    Why not the shared server: a 10k-fence run leaves 40k objects there, and deleting them took it about two
+    minutes, a sixth of the run; and a fresh server's figures do not depend on what earlier runs and tests
+    left in it."""
+    script = REPO / "scripts" / "infra" / "k8s" / "kube-apiserver.sh"
+    ports = dict(zip(("K8S_PORT", "ETCD_PORT", "ETCD_PEER_PORT"), map(str, free_ports(3)), strict=True))
+    env = dict(os.environ, LAZYSTREAM_INFRA_RUN=str(run_dir), **ports)
+
+    def run(action: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 - the repository's own script
+            [str(script), action], env=env, capture_output=True, text=True, timeout=PRIVATE_KUBE_START_S
+        )
+
+    started = run("start")
+    try:
+        if started.returncode != 0:
+            raise RuntimeError(f"kube-apiserver.sh start failed: {started.stderr[-2000:]}")
+        yield run_dir / "k8s" / "kubeconfig"
+    finally:
+        if keep:
+            print(
+                f"the API server is kept running: KUBECONFIG={run_dir / 'k8s' / 'kubeconfig'}",
+                file=sys.stderr,
+            )
+        else:
+            run("stop")
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def cluster_api(kubeconfig: Path) -> client.ApiClient:
@@ -110,6 +154,9 @@ def cluster_api(kubeconfig: Path) -> client.ApiClient:
     return api
 
 
+REPO = Path(__file__).resolve().parents[1]
+PRIVATE_KUBE_START_S = 600.0
+"""Bounds ``kube-apiserver.sh start`` (which builds the API server first on a machine that has none)."""
 CLEANUP_TIMEOUT_S = 900.0
 """A deletion of all of a run's objects of one kind is one request: 1k fences took 27 s on a busy server."""
 CLEANUP_ATTEMPTS = 10

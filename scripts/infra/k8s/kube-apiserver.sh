@@ -2,7 +2,7 @@
 # kube-apiserver.sh start|stop|status — etcd + a real kube-apiserver on loopback, for tests and the demo.
 # TLS from a generated CA, token authentication, RBAC, audit log (JSON lines) to a file, and a kubeconfig.
 # Idempotent: `start` on a running pair does nothing; the PKI and tokens are kept across restarts.
-# Env: K8S_PORT (default 16443), ETCD_PORT (default 12379; the peer port is ETCD_PORT+1),
+# Env: K8S_PORT (default 16443), ETCD_PORT (default 12379), ETCD_PEER_PORT (default ETCD_PORT+1),
 #      KUBE_APISERVER (binary; default: build it with build-kube-apiserver.sh), ETCD (binary),
 #      LAZYSTREAM_INFRA_RUN (the run directory; this pair uses its k8s/ subdirectory).
 # `stop apiserver` stops the kube-apiserver only and keeps etcd (and its data) running: an API server outage.
@@ -13,6 +13,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 RUN=$INFRA_RUN/k8s
 PORT=${K8S_PORT:-16443}
 EPORT=${ETCD_PORT:-12379}
+PEER_PORT=${ETCD_PEER_PORT:-$((EPORT + 1))}
 PKI=$RUN/pki
 ADMIN_TOKEN_FILE=$RUN/admin.token
 
@@ -76,13 +77,13 @@ start() {
   pki
   kubeconfig
   if ! pid_alive "$RUN/etcd.pid"; then
-    require_port_free etcd "$EPORT"; require_port_free etcd-peer "$((EPORT + 1))"
+    require_port_free etcd "$EPORT"; require_port_free etcd-peer "$PEER_PORT"
     # single member, no fsync: test data only
     setsid nohup "$etcd" --name lazystream-test --data-dir "$RUN/etcd" \
       --listen-client-urls "http://127.0.0.1:$EPORT" --advertise-client-urls "http://127.0.0.1:$EPORT" \
-      --listen-peer-urls "http://127.0.0.1:$((EPORT + 1))" \
-      --initial-advertise-peer-urls "http://127.0.0.1:$((EPORT + 1))" \
-      --initial-cluster "lazystream-test=http://127.0.0.1:$((EPORT + 1))" \
+      --listen-peer-urls "http://127.0.0.1:$PEER_PORT" \
+      --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
+      --initial-cluster "lazystream-test=http://127.0.0.1:$PEER_PORT" \
       --unsafe-no-fsync --log-level warn > "$RUN/logs/etcd.log" 2>&1 < /dev/null &
     echo $! > "$RUN/etcd.pid"
     wait_for "etcd on 127.0.0.1:$EPORT" 30 "$RUN/etcd.pid" "$RUN/logs/etcd.log" etcd_ready
