@@ -172,9 +172,9 @@ def auth_headers(api: client.ApiClient) -> dict[str, str]:
 def delete_namespace(api: client.ApiClient, namespace: str) -> None:
     """Delete a benchmark's objects (Sidecars, ServiceFences, EndpointSlices, Services), the four kinds at
     once, then its namespace: the test API server runs no namespace controller, so deleting the namespace
-    alone leaves it "Terminating" with everything in it. One kind after the other took about three minutes
-    at 10k fences; at once they keep the API server's cores busy. A kind that fails every attempt is
-    reported, not raised."""
+    alone leaves it "Terminating" with everything in it. One kind after the other kept one of the API
+    server's cores busy (bench_scale's 10k-fence clean-up took 150 s so, 100-127 s at once, before each
+    size got a server of its own). A kind that fails every attempt is reported, not raised."""
     custom = client.CustomObjectsApi(api)
     timeout = CLEANUP_TIMEOUT_S
     kinds: list[Callable[[], object]] = [

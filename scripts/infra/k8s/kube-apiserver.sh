@@ -92,7 +92,7 @@ start() {
   require_port_free kube-apiserver "$PORT"
   # --advertise-address + --endpoint-reconciler-type=none: a loopback advertise address is refused by the
   # lease reconciler. ServiceAccount admission is off: no controller manager creates the default account.
-  # Four workers per deletecollection: the benchmarks delete their 10k objects of a kind in one request.
+  # Four workers per deletecollection: a benchmark's clean-up (bench_apply) deletes each kind in one request.
   setsid nohup "$apiserver" \
     --etcd-servers="http://127.0.0.1:$EPORT" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$PORT" \
