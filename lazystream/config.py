@@ -1023,10 +1023,33 @@ class GlobalSidecarSettings:
 
     upstream_timeout_seconds: float = 0.0
     """Longest time from dialling an upstream to the end of its response, in seconds; 0 (the default, as
-    Slime's ``timeout: 0s`` routes): none. An upstream that runs out of time is answered 502."""
+    Slime's ``timeout: 0s`` routes): none. An upstream that runs out of time is answered 504."""
 
-    connect_timeout_seconds: float = 0.0
-    """Longest time to open an upstream connection, in seconds; 0 (the default, as in Slime): none."""
+    connect_timeout_seconds: float = 5.0
+    """Longest time to open an upstream connection, in seconds (504 after it); 0: none. An upstream whose
+    listen queue is full never refuses, it just never answers: without a limit, its callers wait forever."""
+
+    response_head_timeout_seconds: float = 60.0
+    """Longest wait for an upstream's response head once it has the request, in seconds (504 after it);
+    0: none. Streaming responses are not cut: the limit ends when the head arrives."""
+
+    header_timeout_seconds: float = 10.0
+    """Longest time a client may take to send a request's head (and a body of up to 64 KiB, read before
+    the proxy dials), from its first byte, in seconds: 408 and the connection closes. Bounds slow-header
+    clients (one byte a second), which would otherwise hold a connection for as long as they like."""
+
+    client_idle_seconds: float = 60.0
+    """A client connection with no request under way is closed after this many seconds."""
+
+    max_header_bytes: int = 64 * 1024
+    """Largest request head (request line and header fields), in bytes: 431 beyond."""
+
+    max_headers: int = 100
+    """Most header fields in one request: 431 beyond."""
+
+    max_body_bytes: int = 64 * 1024 * 1024
+    """Largest request body (Content-Length, or the chunks of a chunked body added up), in bytes: 413
+    beyond. Response bodies are not limited."""
 
     max_idle_per_upstream: int = 32
     """Keep-alive connections kept open per upstream address for reuse (Slime opens one per request)."""
@@ -1067,9 +1090,15 @@ class GlobalSidecarSettings:
         for key, value in (
             ("upstreamTimeoutSeconds", self.upstream_timeout_seconds),
             ("connectTimeoutSeconds", self.connect_timeout_seconds),
+            ("responseHeadTimeoutSeconds", self.response_head_timeout_seconds),
         ):
             if value < 0:
                 fail(key, f"must be 0 (no timeout) or more, got {value}")
+        _check_positive("headerTimeoutSeconds", self.header_timeout_seconds)
+        _check_positive("clientIdleSeconds", self.client_idle_seconds)
+        _check_at_least("maxHeaderBytes", self.max_header_bytes, 1024)
+        _check_at_least("maxHeaders", self.max_headers, 1)
+        _check_at_least("maxBodyBytes", self.max_body_bytes, 0)
         _check_at_least("maxIdlePerUpstream", self.max_idle_per_upstream, 0)
         _check_positive("idleSeconds", self.idle_seconds)
         if not self.forward_host:

@@ -20,7 +20,7 @@ from lazystream import heap
 from lazystream.config import EventLoop, GlobalSidecarSettings, KubeSettings
 from lazystream.domain.forwarding import ServiceExists
 from lazystream.globalsidecar.emit import Emitter, make_emitter
-from lazystream.globalsidecar.http1 import parse_head, read_head, simple_response
+from lazystream.globalsidecar.http1 import Limits, read_head, simple_response
 from lazystream.globalsidecar.pool import UpstreamPool
 from lazystream.globalsidecar.ports import PortsFile
 from lazystream.globalsidecar.proxy import Proxy, ProxyOptions
@@ -70,6 +70,14 @@ class GlobalSidecar:
             instance=f"{os.uname().nodename}/{os.getpid()}/{uuid.uuid4().hex[:8]}",
             prefer_listener_port=self.settings.wormhole_port_prior_to_host_port,
             upstream_timeout=self.settings.upstream_timeout_seconds or None,
+            limits=Limits(
+                max_head_bytes=self.settings.max_header_bytes,
+                max_headers=self.settings.max_headers,
+                max_body_bytes=self.settings.max_body_bytes,
+            ),
+            header_timeout=self.settings.header_timeout_seconds,
+            idle_timeout=self.settings.client_idle_seconds,
+            response_head_timeout=self.settings.response_head_timeout_seconds or None,
         )
         proxy = self.proxy = Proxy(options, self.pool, self.emitter, exists, self.settings.listen_address)
         health = await asyncio.start_server(
@@ -166,7 +174,7 @@ class GlobalSidecar:
         try:
             raw = await asyncio.wait_for(read_head(reader), 10)
             if raw is not None:
-                path = parse_head(raw).start[1]
+                path = raw.split(b"\r\n", 1)[0].split(b" ")[1].decode("latin-1")  # only the path counts
                 ready = self.ready.is_set() or not path.startswith("/healthz/ready")
                 status, reason = (200, "OK") if ready else (503, "Service Unavailable")
                 writer.write(simple_response(status, reason, "ok" if ready else "not ready", close=True))

@@ -5,8 +5,9 @@ A request that path does not serve (a streamed or chunked request body, ``Upgrad
 connection here for the rest of its life: one task reads requests one after the other (keep-alive), asks
 the domain core (:func:`lazystream.domain.forwarding.decide`) where each goes, relays it over a pooled
 keep-alive connection, relays the response back, and hands one record per request to the emitter.
-Failures answer 502 (upstream) or 400 (client), never 500; ``Upgrade`` requests that the upstream accepts
-(101) become a byte tunnel.
+Requests the proxy refuses get the status :class:`~lazystream.globalsidecar.http1.RequestError` names (400,
+408, 413, 417, 431, 501, 505); an upstream that fails is 502, one that runs out of time 504, never 500.
+``Upgrade`` requests that the upstream accepts (101) become a byte tunnel.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lazystream.domain.forwarding import (
@@ -33,14 +34,25 @@ from lazystream.domain.forwarding import (
 )
 from lazystream.globalsidecar.emit import Emitter, NullEmitter
 from lazystream.globalsidecar.http1 import (
+    CONTINUE,
     MAX_HEAD_BYTES,
+    REASONS,
     BadMessage,
+    ChunkedBody,
     Framing,
+    Limits,
+    RequestError,
+    expects_continue,
     keep_alive,
     parse_head,
+    parse_request,
     read_body,
+    read_chunked,
     read_head,
+    refusal,
     relay_body,
+    relay_chunked,
+    relay_exactly,
     request_framing,
     response_framing,
     simple_response,
@@ -48,7 +60,6 @@ from lazystream.globalsidecar.http1 import (
 from lazystream.globalsidecar.pool import Upstream, UpstreamPool
 from lazystream.globalsidecar.relay import (
     BUFFERED_BODY_BYTES,
-    REASONS,
     ClientConnection,
     ForwardedRequest,
     response_head,
@@ -58,7 +69,15 @@ log = logging.getLogger(__name__)
 
 
 class UpstreamFailed(Exception):
-    """The upstream could not be reached, or broke off before a complete response head."""
+    """The upstream could not be reached, or broke off before a complete response head (502)."""
+
+    status = 502
+
+
+class UpstreamTimedOut(UpstreamFailed):
+    """The upstream could not be reached, or did not answer, in time (504)."""
+
+    status = 504
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +86,20 @@ class ProxyOptions:
     """This process's id, the value of the loop-detection header it adds."""
     prefer_listener_port: bool = False
     upstream_timeout: float | None = None
+    """Longest time from dialling to the end of a response; None: no limit."""
+    limits: Limits = field(default_factory=Limits)
+    header_timeout: float = 10.0
+    """Longest time for a request's head (and a small body read before dialling) to arrive."""
+    idle_timeout: float = 60.0
+    """A client connection with no request under way is closed after this long."""
+    response_head_timeout: float | None = 60.0
+    """Longest wait for the response head once the request is upstream; None: no limit."""
+
+    @property
+    def sweep_seconds(self) -> float:
+        """How often the timeout sweep looks at the connections: a quarter of the shortest timeout."""
+        shortest = min(t for t in (self.header_timeout, self.idle_timeout, self.response_head_timeout) if t)
+        return max(0.05, min(1.0, shortest / 4))
 
 
 @dataclass(slots=True)
@@ -103,6 +136,7 @@ class Proxy:
         self.clients: set[ClientConnection] = set()
         """Connections on the hot path."""
         self._handlers: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self.own_listeners: list[tuple[str, int]] = []
         """The bound ``(address, port)`` pairs; a new list whenever they change, not one per request."""
 
@@ -116,6 +150,8 @@ class Proxy:
         if port in self.servers:
             return
         loop = asyncio.get_running_loop()
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep_timeouts())
         self.servers[port] = await loop.create_server(
             lambda: ClientConnection(self, port), self.listen_address, port, reuse_address=True, backlog=1024
         )
@@ -133,7 +169,21 @@ class Proxy:
                 await server.wait_closed()
         log.info("stopped listening on port %d", port)
 
+    async def _sweep_timeouts(self) -> None:
+        """One task for every hot-path connection's timeouts, instead of a timer per request."""
+        interval = self.options.sweep_seconds
+        while True:
+            await asyncio.sleep(interval)
+            now = time.perf_counter()
+            for client in list(self.clients):
+                client.check(now)
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         for port in list(self.servers):
             await self.unlisten(port, grace=0.5)
         for client in list(self.clients):
@@ -158,7 +208,7 @@ class Proxy:
             return
         self.clients.discard(client)
         client.closed = True  # the protocol object is done with this transport
-        reader = asyncio.StreamReader(limit=MAX_HEAD_BYTES)
+        reader = asyncio.StreamReader(limit=max(MAX_HEAD_BYTES, self.options.limits.max_head_bytes + 4))
         protocol = asyncio.StreamReaderProtocol(reader)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
@@ -187,7 +237,7 @@ class Proxy:
             while await self._one_request(reader, writer, port, peer_address, peer[0] if peer else ""):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass
+            pass  # the client went away, or stayed idle for too long
         except asyncio.CancelledError:
             pass
         finally:
@@ -206,20 +256,17 @@ class Proxy:
         peer_ip: str,
     ) -> bool:
         """Serve one request; whether the client connection stays open for another."""
+        limits = self.options.limits
         try:
-            raw = await read_head(reader)
+            raw = await self._read_request_head(reader)
             if raw is None:
                 return False
             started, t0 = time.time(), time.perf_counter()
-            head = parse_head(raw)
+            head = parse_request(raw, limits)
             method, _, version = head.start
-            if not version.startswith("HTTP/1."):
-                raise BadMessage(f"unsupported protocol {version[:20]!r}")
-            framing = request_framing(head)
-        except BadMessage as exc:
-            self.counters["bad_requests"] += 1
-            writer.write(simple_response(400, "Bad Request", str(exc), close=True))
-            await writer.drain()
+            framing = request_framing(head, limits)
+        except RequestError as exc:
+            await self._refuse_request(writer, exc)
             return False
         request = ForwardedRequest(head, started, t0)
         decision = decide(
@@ -242,10 +289,46 @@ class Proxy:
         self.emitter.emit(request.record(peer_address, peer_ip, exchange.status, exchange.upstream))
         return exchange.keep_client
 
-    async def _refuse(self, writer: asyncio.StreamWriter, refusal: Refuse, keep: bool) -> None:
+    async def _read_request_head(self, reader: asyncio.StreamReader) -> bytes | None:
+        """The next request's head: None when the client closes, or sends nothing for ``idle_timeout``;
+        :class:`RequestError` 408 when the head takes longer than ``header_timeout`` once begun."""
+        options = self.options
+        try:
+            async with asyncio.timeout(options.idle_timeout):
+                first = await reader.read(2)
+                while first == b"\r\n":  # empty lines before a request line are ignored
+                    first = await reader.read(2)
+        except TimeoutError:
+            self.counters["idle_closed"] += 1
+            return None
+        if not first:
+            return None
+        try:
+            async with asyncio.timeout(options.header_timeout):
+                return first + await reader.readuntil(b"\r\n\r\n")
+        except TimeoutError:
+            raise RequestError(
+                408, f"request head not received within {options.header_timeout:g} s"
+            ) from None
+        except asyncio.IncompleteReadError:
+            raise RequestError(400, "the stream ended inside a request head") from None
+        except asyncio.LimitOverrunError:
+            raise RequestError(
+                431, f"request head larger than {options.limits.max_head_bytes} bytes"
+            ) from None
+
+    async def _refuse_request(self, writer: asyncio.StreamWriter, error: RequestError) -> None:
+        self.counters["bad_requests"] += 1
+        self.counters[f"refused_{error.status}"] += 1
+        log.debug("request refused (%d): %s", error.status, error.reason)
+        with contextlib.suppress(OSError):
+            writer.write(refusal(error))
+            await writer.drain()
+
+    async def _refuse(self, writer: asyncio.StreamWriter, refused: Refuse, keep: bool) -> None:
         self.counters["refused"] += 1
-        log.debug("refused (%d): %s", refusal.status, refusal.reason)
-        writer.write(simple_response(refusal.status, REASONS[refusal.status], refusal.reason, close=not keep))
+        log.debug("refused (%d): %s", refused.status, refused.reason)
+        writer.write(simple_response(refused.status, REASONS[refused.status], refused.reason, close=not keep))
         await writer.drain()
 
     # -- forwarding ----------------------------------------------------------------------------------------
@@ -264,17 +347,27 @@ class Proxy:
         try:
             async with asyncio.timeout(self.options.upstream_timeout):
                 status, keep = await self._exchange(reader, writer, request, decision, framing, keep, state)
+        except RequestError as exc:  # the client's body was bad: the upstream never gets a whole message
+            if state.conn is not None:
+                state.conn.close()
+            if state.responded:
+                return Exchange(state.status, False, upstream)
+            await self._refuse_request(writer, exc)
+            return Exchange(exc.status, False, upstream)
         except (UpstreamFailed, TimeoutError, BadMessage) as exc:
-            self.counters["upstream_failures"] += 1
-            reason = "upstream timed out" if isinstance(exc, TimeoutError) else str(exc)
+            if isinstance(exc, TimeoutError):
+                status, reason = 504, f"no whole response within {self.options.upstream_timeout:g} s"
+            else:
+                status, reason = (exc.status if isinstance(exc, UpstreamFailed) else 502), str(exc)
+            self.counters["upstream_failures" if status == 502 else "upstream_timeouts"] += 1
             log.debug("upstream %s failed: %s", upstream, reason)
             if state.conn is not None:
                 state.conn.close()
             if state.responded:  # the client has part of a response: all that is left is to hang up
                 return Exchange(state.status, False, upstream)
-            writer.write(simple_response(502, "Bad Gateway", f"{upstream}: {reason}", close=True))
+            writer.write(simple_response(status, REASONS[status], f"{upstream}: {reason}", close=True))
             await writer.drain()
-            return Exchange(502, False, upstream)
+            return Exchange(status, False, upstream)
         return Exchange(status, keep, upstream)
 
     async def _exchange(
@@ -290,8 +383,10 @@ class Proxy:
         head, method, version = forwarded.head, forwarded.method, forwarded.version
         upgrade = head.get("upgrade") if "upgrade" in head.connection_tokens() else None
         request = forwarded.upstream_head(decision, self.options.instance, upgrade)
-        body = await read_body(reader, framing, BUFFERED_BODY_BYTES)
-        raw = await self._send(reader, decision, request, body, framing, state)
+        if not framing.empty and expects_continue(head):
+            writer.write(CONTINUE)  # the proxy answers the expectation itself, and drops it upstream
+        body, rest = await self._request_body(reader, framing)
+        raw = await self._send(reader, decision, request, body, rest, state)
         conn = state.conn
         if conn is None:  # pragma: no cover - _send always leaves its connection here
             raise UpstreamFailed("no upstream connection")
@@ -303,8 +398,9 @@ class Proxy:
                 raise BadMessage(f"bad status line {' '.join(response.start)[:80]!r}") from None
             if not 100 <= status < 200 or status == 101:
                 break
-            writer.write(raw)  # an interim response (100 Continue, 103): relayed as it is
-            raw = await _read_upstream_head(conn)
+            if version == "HTTP/1.1":  # never to an HTTP/1.0 client
+                writer.write(raw)  # an interim response (100 Continue, 103): relayed as it is
+            raw = await self._read_upstream_head(conn)
         state.status = status
         if status == 101 and upgrade is not None:
             writer.write(raw)
@@ -334,42 +430,71 @@ class Proxy:
             conn.close()
         return status, keep
 
+    async def _request_body(
+        self, reader: asyncio.StreamReader, framing: Framing
+    ) -> tuple[bytes, ChunkedBody | int | None]:
+        """What of the client's body is read before dialling (all of it when small, so that a bad chunk
+        refuses the request before any of it goes upstream), and what is left to stream: the chunked
+        body's state, or the number of Content-Length bytes; None when the body is at hand."""
+        try:
+            if framing.chunked:
+                chunks = ChunkedBody(request=True, limit=self.options.limits.max_body_bytes)
+                head_of_body = await read_chunked(reader, chunks, BUFFERED_BODY_BYTES)
+                return head_of_body, (None if chunks.ended else chunks)
+            small = await read_body(reader, framing, BUFFERED_BODY_BYTES)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            raise RequestError(400, "the stream ended inside the request body") from None
+        return (small, None) if small is not None else (b"", framing.length)
+
     async def _send(
         self,
         reader: asyncio.StreamReader,
         decision: Forward,
         request: bytes,
-        body: bytes | None,
-        framing: Framing,
+        body: bytes,
+        rest: ChunkedBody | int | None,
         state: _ResponseState,
     ) -> bytes:
-        """Write the request upstream; the response head. A pooled connection that turns out closed is
-        replaced once, when the body is still at hand."""
+        """Write the request upstream (streaming ``rest`` of the body); the response head. A pooled
+        connection that turns out closed is replaced once, when the whole body is still at hand."""
         address = (decision.host, decision.port)
         for attempt in (1, 2):
             try:
                 conn, reused = await self.pool.acquire(address)
+            except TimeoutError:
+                raise UpstreamTimedOut(f"cannot connect within {self.pool.connect_timeout:g} s") from None
             except OSError as exc:
                 raise UpstreamFailed(f"cannot connect: {exc.strerror or exc}") from None
             state.conn = conn
             if not reused and connection_is_self(conn.local, conn.remote, self.ports):
                 raise UpstreamFailed("loop: the destination is this global-sidecar")
             try:
-                if body is not None:
-                    conn.writer.write(request + body if body else request)
-                else:
-                    conn.writer.write(request)
-                    await relay_body(reader, conn.writer, framing)
+                conn.writer.write(request + body if body else request)
+                if rest is not None:
+                    await _stream_request_body(reader, conn.writer, rest)
                 await conn.writer.drain()
-                return await _read_upstream_head(conn)
+                return await self._read_upstream_head(conn)
             except (OSError, UpstreamFailed, asyncio.IncompleteReadError) as exc:
                 conn.close()
                 state.conn = None
-                if reused and body is not None and attempt == 1:
+                if isinstance(exc, UpstreamTimedOut):
+                    raise
+                if reused and rest is None and attempt == 1:
                     self.counters["retried_stale"] += 1
                     continue
                 raise UpstreamFailed(f"upstream broke off: {exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read_upstream_head(self, conn: Upstream) -> bytes:
+        limit = self.options.response_head_timeout
+        try:
+            async with asyncio.timeout(limit):
+                raw = await read_head(conn.reader)
+        except TimeoutError:
+            raise UpstreamTimedOut(f"no response head within {limit:g} s") from None
+        if raw is None:
+            raise UpstreamFailed("the upstream closed the connection without a response")
+        return raw
 
     async def _tunnel(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Upstream
@@ -396,8 +521,14 @@ class _ResponseState:
     status: int = 502
 
 
-async def _read_upstream_head(conn: Upstream) -> bytes:
-    raw = await read_head(conn.reader)
-    if raw is None:
-        raise UpstreamFailed("the upstream closed the connection without a response")
-    return raw
+async def _stream_request_body(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rest: ChunkedBody | int
+) -> None:
+    """The rest of a large request body, client to upstream; the client's failures are its own (400)."""
+    try:
+        if isinstance(rest, ChunkedBody):
+            await relay_chunked(reader, writer, rest)
+        else:
+            await relay_exactly(reader, writer, rest)
+    except asyncio.IncompleteReadError:
+        raise RequestError(400, "the stream ended inside the request body") from None

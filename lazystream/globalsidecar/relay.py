@@ -35,16 +35,25 @@ from lazystream.domain.forwarding import (
     principal_from_xfcc,
 )
 from lazystream.globalsidecar.http1 import (
+    CONTINUE,
+    FRAMED_BY,
     HOP_BY_HOP,
     MAX_HEAD_BYTES,
     NO_BODY,
+    REASONS,
     BadMessage,
+    ChunkedBody,
     Framing,
     Head,
+    RequestError,
+    expects_continue,
     forwardable,
+    head_end,
     keep_alive,
     parse_head,
+    parse_request,
     plain_response_length,
+    refusal,
     request_framing,
     response_framing,
     serialize,
@@ -60,11 +69,10 @@ log = logging.getLogger(__name__)
 BUFFERED_BODY_BYTES = 64 * 1024
 """Request bodies up to this size are read before dialling, so a request that meets a pooled connection
 the upstream has just closed can be sent again on a new one; larger ones are streamed."""
-REASONS = {400: "Bad Request", 502: "Bad Gateway"}
-MAX_CHUNK_LINE = 4096
 _STATUS_KEYS = {n: f"status_{n}xx" for n in range(1, 6)}
-_DROP_REQUEST = frozenset({"host", SOURCE_NS_HEADER, ORIG_DEST_HEADER, HOP_HEADER})
-_DROP_UPSTREAM = _DROP_REQUEST | HOP_BY_HOP
+_DROP_UPSTREAM = frozenset({"host", "expect", SOURCE_NS_HEADER, ORIG_DEST_HEADER, HOP_HEADER}) | HOP_BY_HOP
+"""Never sent upstream: the Host (sent completed), the Slime headers and the loop marker (the proxy's
+own), ``Expect`` (the proxy answers ``100 Continue`` itself), and hop-by-hop fields."""
 
 
 class ForwardedRequest:
@@ -87,10 +95,16 @@ class ForwardedRequest:
         self.method, target, self.version = head.start
         index = head.names()
         authority = index.get("host")
-        if target.startswith(("http://", "HTTP://")):  # absolute form: the target names the host
+        if not target.startswith("/") and target[:7].lower() == "http://":  # absolute form names the host
             rest = target[7:]
-            slash = rest.find("/")
-            authority, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+            end = len(rest)
+            for mark in "/?":
+                at = rest.find(mark)
+                if 0 <= at < end:
+                    end = at
+            authority, target = rest[:end], rest[end:] or "/"
+            if target.startswith("?"):
+                target = "/" + target
         self.target = target
         self.authority = authority
         self.source_ns = index.get(SOURCE_NS_HEADER)
@@ -99,24 +113,22 @@ class ForwardedRequest:
         self.t0 = t0
 
     def upstream_head(self, decision: Forward, instance: str, upgrade: str | None = None) -> bytes:
-        """The request head for the upstream: the completed Host, no hop-by-hop or Slime headers, the loop
-        marker added. The other header lines go on as they were received, in one string built once."""
+        """The request head for the upstream, built from the parsed fields (never the bytes as received):
+        the completed Host, no hop-by-hop, Slime or ``Expect`` fields, the loop marker added."""
         head = self.head
-        lines, lowered = head.lines, head.lowered
-        if lines is None or lowered is None:  # a Head built by hand, not parsed
-            tokens = head.connection_tokens()
-            headers = [kv for kv in forwardable(head.headers, tokens) if kv[0].lower() not in _DROP_REQUEST]
-            lines, lowered = ["", *(f"{k}: {v}" for k, v in headers)], [k.lower() for k, _ in headers]
-            drop: frozenset[str] = frozenset()
-        else:
-            tokens = head.connection_tokens()
-            drop = _DROP_UPSTREAM.union(tokens) if tokens else _DROP_UPSTREAM
-        kept = [lines[i] for i, name in enumerate(lowered, 1) if name not in drop]
-        kept.append(f"{HOP_HEADER}: {instance}")
+        tokens = head.connection_tokens()
+        drop = _DROP_UPSTREAM.union(tokens - FRAMED_BY) if tokens else _DROP_UPSTREAM
+        lowered = head.lowered or [name.lower() for name, _ in head.headers]
+        kept = [
+            f"{kv[0]}: {kv[1]}\r\n"
+            for kv, name in zip(head.headers, lowered, strict=True)
+            if name not in drop
+        ]
+        kept.append(f"{HOP_HEADER}: {instance}\r\n")
         if upgrade is not None:
-            kept += ["Connection: upgrade", f"Upgrade: {upgrade}"]
+            kept.append(f"Connection: upgrade\r\nUpgrade: {upgrade}\r\n")
         text = f"{self.method} {self.target} HTTP/1.1\r\nHost: {decision.authority}\r\n"
-        return (text + "\r\n".join(kept) + "\r\n\r\n").encode("latin-1")
+        return (text + "".join(kept) + "\r\n").encode("latin-1")
 
     def record(self, peer_address: str, peer_ip: str, status: int, upstream: str | None) -> dict[str, object]:
         head = self.head
@@ -159,11 +171,16 @@ def response_head(response: Head, version: str, keep: bool, raw: bytes | None = 
 
 
 class ClientConnection(asyncio.Protocol):
-    """One client connection on the hot path: requests one after the other, one exchange at a time."""
+    """One client connection on the hot path: requests one after the other, one exchange at a time.
+
+    ``since`` is when the connection's current wait began: for the next request (idle, closed after
+    ``clientIdleSeconds``) or for the rest of a request's head and small body (408 after
+    ``headerTimeoutSeconds``). The proxy's timeout sweep reads it (:meth:`check`); nothing per request."""
 
     def __init__(self, proxy: Proxy, port: int) -> None:
         self.proxy = proxy
         self.port = port
+        self.limits = proxy.options.limits
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.exchange: Exchange | None = None
@@ -171,6 +188,9 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.write_paused = False
         self.read_paused = False
+        self.continued = False
+        """Whether ``100 Continue`` went to the client for the request being read."""
+        self.since = time.perf_counter()
         self.peer_address = "-"
         self.peer_ip = ""
 
@@ -185,15 +205,19 @@ class ClientConnection(asyncio.Protocol):
         self.proxy.clients.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if not self.buffer and self.exchange is None and not self.write_paused and not self.closed:
-            end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
-            if end >= 0 and end + 4 == len(data):  # the usual case: one whole request head, nothing else
-                self.serve_head(data, buffered=False)
-                return
+        if self.closed:
+            return
+        if not self.buffer:
+            if self.exchange is None and not self.write_paused:
+                end = data.find(b"\r\n\r\n", 0, self.limits.max_head_bytes + 4)
+                if end >= 0 and end + 4 == len(data) and data[:1] != b"\r":  # one whole head, nothing else
+                    self.serve_head(data, buffered=False)
+                    return
+            self.since = time.perf_counter()  # a request begins to arrive
         self.buffer += data
         if self.exchange is None and not self.write_paused:
             self.next_request()
-        elif len(self.buffer) > MAX_HEAD_BYTES and not self.read_paused and self.transport is not None:
+        elif len(self.buffer) > self.limits.max_head_bytes and not self.read_paused and self.transport:
             self.read_paused = True  # a client that sends ahead waits until its answer is on its way
             self.transport.pause_reading()
 
@@ -222,6 +246,24 @@ class ClientConnection(asyncio.Protocol):
         elif not self.closed:
             self.next_request()
 
+    def check(self, now: float) -> None:
+        """The proxy's timeout sweep: hang up on an idle connection, answer 408 to a request that is taking
+        too long to arrive, and 504 for an upstream that has not answered in time."""
+        if self.closed:
+            return
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.check(now)
+            return
+        options = self.proxy.options
+        if self.buffer:
+            if now - self.since > options.header_timeout:
+                limit = options.header_timeout
+                self.refuse(RequestError(408, f"request not received within {limit:g} s"))
+        elif now - self.since > options.idle_timeout and not self.write_paused:
+            self.proxy.counters["idle_closed"] += 1
+            self.close()
+
     # -- requests ------------------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
@@ -240,36 +282,40 @@ class ClientConnection(asyncio.Protocol):
         buffer = self.buffer
         if not buffer and not self.eof:  # the usual case after an answer: nothing more sent yet
             return
-        end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+        while buffer[:2] == b"\r\n":  # empty lines before a request line are ignored (RFC 9112 §2.2)
+            del buffer[:2]
+        try:
+            end = head_end(buffer, self.limits)
+        except RequestError as exc:
+            self.refuse(exc)
+            return
         if end < 0:
-            if len(buffer) >= MAX_HEAD_BYTES:
-                self.bad_request(f"message head larger than {MAX_HEAD_BYTES} bytes")
-            elif self.eof:
+            if self.eof:
                 if bytes(buffer).strip():
-                    self.bad_request("the stream ended inside a message head")
+                    self.refuse(RequestError(400, "the stream ended inside a request head"))
                 else:
                     self.close()
             return
-        self.serve_head(bytes(buffer[: end + 4]), buffered=True)
+        self.serve_head(bytes(buffer[:end]), buffered=True)
 
     def serve_head(self, raw: bytes, *, buffered: bool) -> None:
         """Serve the request whose head is ``raw``: at the start of the buffer when ``buffered``, else all
         that the client has sent so far, with nothing in the buffer (the usual case, without a copy)."""
+        limits = self.limits
         try:
-            head = parse_head(raw)
-            if not head.start[2].startswith("HTTP/1."):
-                raise BadMessage(f"unsupported protocol {head.start[2][:20]!r}")
+            head = parse_request(raw, limits)
             index = head.names()
             if "content-length" in index or "transfer-encoding" in index:
-                framing = request_framing(head)
+                framing = request_framing(head, limits)
                 length = framing.length
             else:  # the usual case: no body
                 framing, length = NO_BODY, 0
-        except BadMessage as exc:
-            self.bad_request(str(exc))
+        except RequestError as exc:
+            self.refuse(exc)
             return
         ordinary = self.ordinary(head, framing)
         if not buffered and (length or not ordinary):  # a body to wait for, or the streams take over
+            self.since = time.perf_counter()
             self.buffer += raw
             buffered = True
         if not ordinary:
@@ -278,30 +324,40 @@ class ClientConnection(asyncio.Protocol):
         body = b""
         if buffered:
             buffer = self.buffer
-            head_end = len(raw)
-            body_end = head_end + length
+            head_size = len(raw)
+            body_end = head_size + length
             if len(buffer) < body_end:
                 if self.eof:  # the client stopped sending inside the body
-                    self.close()
+                    self.refuse(RequestError(400, "the stream ended inside the request body"))
+                elif not self.continued and expects_continue(head):
+                    self.continued = True
+                    self.write(CONTINUE)
                 return  # the rest of the body is on its way
             if length:
-                body = bytes(buffer[head_end:body_end])
+                body = bytes(buffer[head_size:body_end])
             del buffer[:body_end]
             if self.read_paused and self.transport is not None:
                 self.read_paused = False
                 self.transport.resume_reading()
+        self.continued = False
         self.start(ForwardedRequest(head, time.time(), time.perf_counter()), body)
 
     @staticmethod
     def ordinary(head: Head, framing: Framing) -> bool:
         """Whether the hot path serves this request: a small Content-Length body or none, no upgrade."""
-        if framing.chunked or framing.length > BUFFERED_BODY_BYTES or head.start[0] == "CONNECT":
+        if framing.chunked or framing.length > BUFFERED_BODY_BYTES:
             return False
         return "connection" not in head.names() or "upgrade" not in head.connection_tokens()
 
-    def bad_request(self, reason: str) -> None:
-        self.proxy.counters["bad_requests"] += 1
-        self.write(simple_response(400, "Bad Request", reason, close=True))
+    def refuse(self, error: RequestError) -> None:
+        """Answer a request the proxy will not forward, and hang up: the rest of what the client sent cannot
+        be trusted to start where the refused request ends."""
+        counters = self.proxy.counters
+        counters["bad_requests"] += 1
+        counters[f"refused_{error.status}"] += 1
+        log.debug("request from %s refused (%d): %s", self.peer_address, error.status, error.reason)
+        self.write(refusal(error))
+        self.buffer.clear()
         self.close()
 
     def start(self, request: ForwardedRequest, body: bytes) -> None:
@@ -337,6 +393,7 @@ class ClientConnection(asyncio.Protocol):
     def finished(self, request: ForwardedRequest, status: int, keep: bool, dialled: Forward | None) -> None:
         """One request answered: count it, report it, and go on with the next or hang up."""
         self.exchange = None
+        self.since = time.perf_counter()
         proxy = self.proxy
         proxy.counters[_STATUS_KEYS.get(status // 100) or f"status_{status // 100}xx"] += 1
         if proxy.count_only is None:
@@ -369,6 +426,7 @@ class Exchange:
         "request",
         "responded",
         "reused",
+        "sent",
         "status",
         "timer",
         "until_close",
@@ -396,12 +454,15 @@ class Exchange:
         self.responded = False
         self.partial: bytes | None = b""
         self.remaining = 0
-        self.chunks: ChunkScanner | None = None
+        self.chunks: ChunkedBody | None = None
         self.until_close = False
         self.upstream_keep = False
         self.timer: asyncio.TimerHandle | None = None
         self.dialling: asyncio.Task[None] | None = None
         self.done = False
+        self.sent = 0.0
+        """When the request went upstream (0 while dialling): the response head is due within
+        ``responseHeadTimeoutSeconds`` of it."""
 
     @property
     def upstream(self) -> str:
@@ -411,7 +472,9 @@ class Exchange:
     def begin(self) -> None:
         timeout = self.client.proxy.options.upstream_timeout
         if timeout is not None:
-            self.timer = asyncio.get_running_loop().call_later(timeout, self.fail, "upstream timed out")
+            self.timer = asyncio.get_running_loop().call_later(
+                timeout, self.fail, f"no whole response within {timeout:g} s", 504
+            )
         self.send(first=True)
 
     def send(self, *, first: bool) -> None:
@@ -428,9 +491,13 @@ class Exchange:
         proxy = self.client.proxy
         try:
             conn = await proxy.pool.open((self.decision.host, self.decision.port))
-        except OSError as exc:  # TimeoutError included
+        except TimeoutError:
             self.dialling = None
-            self.fail(f"cannot connect: {exc.strerror or exc or 'timed out'}")
+            self.fail(f"cannot connect within {proxy.pool.connect_timeout:g} s", 504)
+            return
+        except OSError as exc:
+            self.dialling = None
+            self.fail(f"cannot connect: {exc.strerror or exc}")
             return
         self.dialling = None
         if self.done:
@@ -445,7 +512,14 @@ class Exchange:
     def use(self, conn: UpstreamConnection) -> None:
         self.conn = conn
         conn.user = self
+        self.sent = time.perf_counter()
         conn.write(self.message)  # head and body: one write, one system call
+
+    def check(self, now: float) -> None:
+        """The timeout sweep: 504 when the upstream has had the request for too long without answering."""
+        limit = self.client.proxy.options.response_head_timeout
+        if limit and self.partial is not None and self.sent and now - self.sent > limit and not self.done:
+            self.fail(f"no response head within {limit:g} s", 504)
 
     # -- the upstream's events -----------------------------------------------------------------------------
 
@@ -507,7 +581,8 @@ class Exchange:
                 except ValueError:
                     raise BadMessage(f"bad status line {' '.join(response.start)[:80]!r}") from None
                 if 100 <= status < 200 and status != 101:
-                    self.client.write(raw)  # an interim response (100 Continue, 103): relayed as it is
+                    if self.request.version == "HTTP/1.1":  # never to an HTTP/1.0 client
+                        self.client.write(raw)  # an interim response (100 Continue, 103): relayed as it is
                     continue
                 framing = response_framing(response, self.request.method)
             except BadMessage as exc:
@@ -521,7 +596,7 @@ class Exchange:
         self.partial = None
         self.responded = True
         if framing.chunked:
-            self.chunks = ChunkScanner()
+            self.chunks = ChunkedBody(request=False)
         elif framing.until_close:
             self.until_close = True
         else:
@@ -534,17 +609,17 @@ class Exchange:
             return
         rest = data[start:]
         try:
-            take, ended = self.measure(rest)
+            passed, used, ended = self.measure(rest)
         except BadMessage as exc:
             self.client.write(out)
             self.fail(str(exc))
             return
-        if out is raw and take == size and len(raw) == start:  # the bytes as received, not a copy
+        if out is raw and passed is rest and len(raw) == start:  # the bytes as received, not a copy
             self.client.write(data)
         else:
-            self.client.write(out + rest[:take])  # head and what came with it: one write
+            self.client.write(out + passed)  # head and what came with it: one write
         if ended:
-            self.complete(extra=take < size)
+            self.complete(extra=used < size)
 
     def plain_response(self, data: bytes, head_end: int, length: int) -> None:
         """The usual response, recognised by :func:`plain_response_length`: its head goes to the client as
@@ -563,23 +638,27 @@ class Exchange:
 
     def relay(self, data: bytes) -> None:
         try:
-            take, ended = self.measure(data)
+            passed, used, ended = self.measure(data)
         except BadMessage as exc:
             self.fail(str(exc))
             return
-        self.client.write(data if take == len(data) else data[:take])
+        if passed:
+            self.client.write(passed)
         if ended:
-            self.complete(extra=take < len(data))
+            self.complete(extra=used < len(data))
 
-    def measure(self, data: bytes) -> tuple[int, bool]:
-        """How many bytes of ``data`` belong to the response body, and whether the body ends there."""
-        if self.chunks is not None:
-            return self.chunks.feed(data)
+    def measure(self, data: bytes) -> tuple[bytes, int, bool]:
+        """Of ``data``, the bytes to pass to the client now, how many belong to the response body, and
+        whether the body ends there."""
+        chunks = self.chunks
+        if chunks is not None:
+            passed, used = chunks.feed(data)
+            return passed, used, chunks.ended
         if self.until_close:
-            return len(data), False
+            return data, len(data), False
         take = min(self.remaining, len(data))
         self.remaining -= take
-        return take, self.remaining == 0
+        return (data if take == len(data) else data[:take]), take, self.remaining == 0
 
     # -- endings -------------------------------------------------------------------------------------------
 
@@ -598,19 +677,22 @@ class Exchange:
                 conn.close()
         self.client.finished(self.request, self.status, self.keep, self.decision)
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, status: int = 502) -> None:
+        """The upstream failed (502) or ran out of time (504): the client gets that status, or is hung up
+        on when part of the response has already gone to it."""
         if self.done:
             return
         proxy = self.client.proxy
-        proxy.counters["upstream_failures"] += 1
+        proxy.counters["upstream_failures" if status == 502 else "upstream_timeouts"] += 1
         log.debug("upstream %s failed: %s", self.upstream, reason)
         self.finish_timers()
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()
         if not self.responded:
-            self.client.write(simple_response(502, "Bad Gateway", f"{self.upstream}: {reason}", close=True))
-            self.status = 502
+            message = f"{self.upstream}: {reason}"
+            self.client.write(simple_response(status, REASONS[status], message, close=True))
+            self.status = status
         # the client has part of a response when one was begun: all that is left is to hang up
         self.client.finished(self.request, self.status, False, self.decision)
 
@@ -639,52 +721,3 @@ class Exchange:
     def resume(self) -> None:
         if self.conn is not None:
             self.conn.resume_reading()
-
-
-class ChunkScanner:
-    """Finds where a chunked body ends in the bytes as they come, without changing them: chunk-size lines,
-    chunk data, then trailers up to the blank line (RFC 9112 §7.1)."""
-
-    __slots__ = ("line", "remaining", "trailers")
-
-    def __init__(self) -> None:
-        self.line = bytearray()
-        self.remaining = 0
-        self.trailers = False
-
-    def feed(self, data: bytes) -> tuple[int, bool]:
-        pos, size = 0, len(data)
-        while pos < size:
-            if self.remaining:
-                step = min(self.remaining, size - pos)
-                pos += step
-                self.remaining -= step
-                continue
-            newline = data.find(b"\n", pos)
-            if newline < 0:
-                self.line += data[pos:]
-                if len(self.line) > MAX_CHUNK_LINE:
-                    raise BadMessage("chunk line too long")
-                return size, False
-            self.line += data[pos : newline + 1]
-            pos = newline + 1
-            if not self.line.endswith(b"\r\n"):
-                continue  # a bare LF: the line goes on
-            line = bytes(self.line)
-            self.line.clear()
-            if self.trailers:
-                if line == b"\r\n":
-                    return pos, True
-                continue
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                chunk = int(size_text, 16)
-            except ValueError:
-                raise BadMessage(f"bad chunk size {size_text[:20]!r}") from None
-            if chunk < 0:
-                raise BadMessage(f"bad chunk size {size_text[:20]!r}")
-            if chunk == 0:
-                self.trailers = True
-            else:
-                self.remaining = chunk + 2
-        return pos, False

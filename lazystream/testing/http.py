@@ -18,8 +18,10 @@ import orjson
 from lazystream.globalsidecar.http1 import (
     Framing,
     Head,
+    Limits,
     keep_alive,
     parse_head,
+    parse_request,
     read_head,
     request_framing,
     response_framing,
@@ -42,6 +44,9 @@ async def read_body(reader: asyncio.StreamReader, framing: Framing) -> bytes:
     if framing.until_close:
         return await reader.read()
     return await reader.readexactly(framing.length) if framing.length else b""
+
+
+LIMITS = Limits()
 
 
 @dataclass
@@ -89,8 +94,8 @@ class EchoUpstream:
         self.connections += 1
         try:
             while (raw := await read_head(reader)) is not None:
-                head = parse_head(raw)
-                body = await read_body(reader, request_framing(head))
+                head = parse_request(raw, LIMITS)
+                body = await read_body(reader, request_framing(head, LIMITS))
                 self.requests += 1
                 if not await self._answer(head, body, reader, writer):
                     break
@@ -129,6 +134,8 @@ class EchoUpstream:
         else:
             headers.append(("Content-Length", str(len(payload))))
             data = payload
+        if method == "HEAD":  # the head a GET would have, and no body
+            data = b""
         writer.write(serialize(("HTTP/1.1", "200", "OK"), headers) + data)
         await writer.drain()
         return path != "/close" and keep_alive(head, version)

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from lazystream.globalsidecar.http1 import (
     HOP_BY_HOP,
     BadMessage,
+    Limits,
     parse_head,
+    parse_request,
     plain_response_length,
     response_framing,
 )
@@ -94,8 +96,8 @@ def test_a_head_that_fails_to_parse_is_never_plain() -> None:
     assert plain_response_length(raw) is None
 
 
-def test_parsed_heads_keep_their_lines_and_lower_case_names() -> None:
-    head = parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nX-Y:  1 \r\nx-y: 2\r\n\r\n")
-    assert head.lines == ["GET / HTTP/1.1", "Host: a", "X-Y:  1 ", "x-y: 2"]
+def test_parsed_heads_keep_names_as_spelled_and_values_without_their_whitespace() -> None:
+    head = parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nX-Y:  1 \r\nx-y: 2\r\n\r\n", Limits())
+    assert head.headers == [("Host", "a"), ("X-Y", "1"), ("x-y", "2")]
     assert head.lowered == ["host", "x-y", "x-y"]
     assert head.get("x-y") == "1,2"

@@ -184,13 +184,13 @@ async def test_an_upstream_that_closed_a_pooled_connection_is_redialled(upstream
     assert [r["response_code"] for r in emitter.records] == [200, 200, 200]
 
 
-async def test_the_upstream_timeout_answers_502(upstream: EchoUpstream) -> None:
+async def test_the_upstream_timeout_answers_504(upstream: EchoUpstream) -> None:
     async with running(upstream_timeout_seconds=0.2) as (sidecar, _):
         async with Client("127.0.0.1", sidecar.settings.port) as client:
             dest = [("Host", "svc"), ("Slime-Orig-Dest", f"127.0.0.1:{upstream.port}")]
             response = await client.request("GET", "/slow", dest)
-        assert response.status == 502
-        assert b"timed out" in response.body
+        assert response.status == 504
+        assert b"no whole response within 0.2 s" in response.body
 
 
 async def test_an_upgrade_becomes_a_tunnel(upstream: EchoUpstream) -> None:
@@ -337,17 +337,20 @@ async def test_a_connection_moves_to_streams_for_a_streamed_body_and_keeps_servi
     assert len(emitter.records) == 3
 
 
-def test_the_chunk_scanner_finds_the_end_at_every_split() -> None:
-    from lazystream.globalsidecar.http1 import BadMessage
-    from lazystream.globalsidecar.relay import ChunkScanner
+def test_a_chunked_body_ends_where_it_ends_at_every_split() -> None:
+    from lazystream.globalsidecar.http1 import BadMessage, ChunkedBody
 
     body = b"5;ext=1\r\nhello\r\n10\r\n" + b"a" * 16 + b"\r\n0\r\nX-Trailer: yes\r\n\r\n"
     for split in range(len(body)):
-        scanner = ChunkScanner()
-        assert scanner.feed(body[:split]) == (split, False)
-        assert scanner.feed(body[split:] + b"GET /next") == (len(body) - split, True)
+        chunks = ChunkedBody(request=False)
+        first, used = chunks.feed(body[:split])
+        assert used == split
+        assert body.startswith(first)  # only whole lines and chunk data are passed on
+        rest, used = chunks.feed(body[split:] + b"GET /next")
+        assert (used, chunks.ended) == (len(body) - split, True)
+        assert first + rest == body
     with pytest.raises(BadMessage):
-        ChunkScanner().feed(b"zz\r\n")
+        ChunkedBody(request=False).feed(b"zz\r\n")
 
 
 async def test_the_test_runs_on_the_loop_its_id_names(request: pytest.FixtureRequest) -> None:
