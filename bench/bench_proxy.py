@@ -10,8 +10,14 @@ steadier than requests/s.
 
     python -m bench.bench_proxy [seconds-per-round]
     LAZYSTREAM_GLOBAL_SIDECAR_EVENT_LOOP=asyncio python -m bench.bench_proxy   # the proxy on asyncio's loop
+    BENCH_PROXY_BASELINE=/path/to/other/checkout python -m bench.bench_proxy  # and that checkout's proxy
 
-Targets (issue 8): p99 added <= 2 ms at 1k req/s; throughput >= 0.5 x direct.
+With ``BENCH_PROXY_BASELINE``, a second proxy runs the ``lazystream`` package of that checkout (e.g. a
+``git worktree`` of the previous commit) in the same run, its rounds alternating with the others': the
+figures then compare this checkout's proxy with the baseline's, measured alike.
+
+Targets: p99 added <= 2 ms at 1k req/s; throughput >= 0.5 x direct; against a baseline checkout, at least
+0.9 x its throughput (the strict request parser's budget).
 """
 
 from __future__ import annotations
@@ -166,6 +172,11 @@ class ProxyFigures:
     event_loop: str = "uvloop"
     direct_cpu: CpuMeter | None = None
     proxy_cpu: CpuMeter | None = None
+    baseline: str | None = None
+    """The checkout whose proxy was measured alongside, if any."""
+    baseline_latencies: list[float] = field(default_factory=list)
+    baseline_rps: list[float] = field(default_factory=list)
+    baseline_cpu: CpuMeter | None = None
 
     def p(self, which: list[float], q: float) -> float:
         return quantile(which, q) * 1000
@@ -182,6 +193,11 @@ class ProxyFigures:
     def throughput_ratio(self) -> float:
         return statistics.median(self.proxy_rps) / statistics.median(self.direct_rps)
 
+    @property
+    def baseline_ratio(self) -> float:
+        """This proxy's requests/s over the baseline proxy's, at saturation."""
+        return statistics.median(self.proxy_rps) / statistics.median(self.baseline_rps)
+
     def __str__(self) -> str:
         d, p = self.direct_latencies, self.proxy_latencies
         return (
@@ -193,13 +209,25 @@ class ProxyFigures:
             f"{statistics.median(self.proxy_rps):,.0f} req/s (x{self.throughput_ratio:.2f})"
             f"\nCPU per request at saturation: direct calls: {self.direct_cpu}; "
             f"proxied calls: {self.proxy_cpu}"
-            f"\nproxy event loop: {self.event_loop}"
+            f"\nproxy event loop: {self.event_loop}" + (self._against_baseline() if self.baseline_rps else "")
+        )
+
+    def _against_baseline(self) -> str:
+        b, d = self.baseline_latencies, self.direct_latencies
+        p50, p99 = self.p(b, 0.5), self.p(b, 0.99)
+        return (
+            f"\nbaseline proxy ({self.baseline}): p50 {p50:.3f} ms, p99 {p99:.3f} ms; "
+            f"added p50 {p50 - self.p(d, 0.5):.3f} ms, p99 {p99 - self.p(d, 0.99):.3f} ms; "
+            f"saturated {statistics.median(self.baseline_rps):,.0f} req/s; CPU/request {self.baseline_cpu}"
+            f"\nthis proxy / baseline: throughput x{self.baseline_ratio:.3f}"
         )
 
 
-def start_process(argv: list[str], ready: str, log: Path) -> subprocess.Popen[bytes]:
+def start_process(
+    argv: list[str], ready: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     out = log.open("wb")
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)  # noqa: S603
     deadline = time.monotonic() + 30
     while ready not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -209,24 +237,37 @@ def start_process(argv: list[str], ready: str, log: Path) -> subprocess.Popen[by
     return proc
 
 
-async def run(seconds: float = 5.0, rounds: int = 3, rate: float = 1000.0) -> ProxyFigures:
+def start_proxy(port: int, log: Path, checkout: Path | None = None) -> subprocess.Popen[bytes]:
+    """``lazystream global-sidecar`` on ``port``: this checkout's, or ``checkout``'s package."""
+    env = dict(os.environ)
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout)
+    lazystream = str(Path(sys.executable).with_name("lazystream"))
+    return start_process(
+        [lazystream, "global-sidecar", "--port", str(port), "--probe-port", str(free_ports(1)[0]),
+         "--records", "none", "--no-service-cache", "--loglevel", "warning"],
+        "", log, env,
+    )  # fmt: skip
+
+
+async def run(
+    seconds: float = 5.0, rounds: int = 3, rate: float = 1000.0, baseline: Path | None = None
+) -> ProxyFigures:
     import tempfile
 
     logs = Path(tempfile.mkdtemp(prefix="lazystream-bench-proxy-"))
-    upstream_port, proxy_port, probe_port = free_ports(3)
+    upstream_port, proxy_port, baseline_port = free_ports(3)
     python = sys.executable
     upstream = start_process(
         [python, "-m", "bench.bench_proxy", "upstream", str(upstream_port)], "upstream ready", logs / "up.log"
     )
-    proxy = None
+    proxy = other = None
     try:
-        proxy = start_process(
-            [str(Path(python).with_name("lazystream")), "global-sidecar", "--port", str(proxy_port),
-             "--probe-port", str(probe_port), "--records", "none", "--no-service-cache",
-             "--loglevel", "warning"],
-            "", logs / "proxy.log",
-        )  # fmt: skip
+        proxy = start_proxy(proxy_port, logs / "proxy.log")
         await wait_port(proxy_port)
+        if baseline is not None:
+            other = start_proxy(baseline_port, logs / "baseline.log", baseline)
+            await wait_port(baseline_port)
         direct_request = (
             b"GET /details/0 HTTP/1.1\r\nHost: details:%d\r\nUser-Agent: bench\r\n\r\n" % upstream_port
         )
@@ -241,16 +282,26 @@ async def run(seconds: float = 5.0, rounds: int = 3, rate: float = 1000.0) -> Pr
         direct_cpu = figures.direct_cpu = CpuMeter(own)
         proxy_cpu = figures.proxy_cpu = CpuMeter({**own, "proxy": proxy.pid})
         await paced(proxy_port, proxy_request, rate, min(1.0, seconds))  # warm-up: connections, code paths
+        if other is not None:
+            figures.baseline = str(baseline)
+            baseline_cpu = figures.baseline_cpu = CpuMeter({**own, "proxy": other.pid})
+            await paced(baseline_port, proxy_request, rate, min(1.0, seconds))
         for _ in range(rounds):
             figures.direct_latencies += await paced(upstream_port, direct_request, rate, seconds)
             figures.proxy_latencies += await paced(proxy_port, proxy_request, rate, seconds)
+            if other is not None:
+                figures.baseline_latencies += await paced(baseline_port, proxy_request, rate, seconds)
             figures.direct_rps.append(
                 await direct_cpu.measure(saturate(upstream_port, direct_request, seconds))
             )
             figures.proxy_rps.append(await proxy_cpu.measure(saturate(proxy_port, proxy_request, seconds)))
+            if other is not None:
+                figures.baseline_rps.append(
+                    await baseline_cpu.measure(saturate(baseline_port, proxy_request, seconds))
+                )
         return figures
     finally:
-        for proc in (proxy, upstream):
+        for proc in (proxy, other, upstream):
             if proc is not None:
                 proc.terminate()
                 proc.wait(10)
@@ -272,4 +323,9 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["upstream"]:
         asyncio.run(serve_upstream(int(sys.argv[2])))
     else:
-        print(asyncio.run(run(float(sys.argv[1]) if len(sys.argv) > 1 else 5.0)))
+        base = os.environ.get("BENCH_PROXY_BASELINE")
+        print(
+            asyncio.run(
+                run(float(sys.argv[1]) if len(sys.argv) > 1 else 5.0, baseline=Path(base) if base else None)
+            )
+        )

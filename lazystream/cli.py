@@ -180,13 +180,16 @@ def global_sidecar(
     Workloads' sidecars send such calls here (the fallback EnvoyFilter), with the headers Slime-Orig-Dest
     (the address the caller dialled) and Slime-Source-Ns (the caller's namespace). The proxy completes a
     short Host in that namespace, dials the original destination (or the Host, when the header is absent)
-    over pooled keep-alive connections, and relays the response; a failing upstream is answered 502, a
-    malformed Slime-Orig-Dest 400. It listens on its port and on every wormhole port of the ports file
-    (reloaded on change). Each request yields one JSON record (peer address, X-Forwarded-For,
-    Slime-Source-Ns, client certificate principal, authority, original destination, status, duration) on
-    standard output or to Fluent Bit's forward input, from where lazystream's worker learns the caller's
-    dependency. It runs on uvloop's event loop unless told otherwise (--event-loop asyncio). Settings: the
-    globalSidecar section, LAZYSTREAM_GLOBAL_SIDECAR_<FIELD>, these options.
+    over pooled keep-alive connections, and relays the response; a failing upstream is answered 502, one
+    that runs out of time 504, a malformed Slime-Orig-Dest 400. Requests are parsed strictly before any
+    byte goes upstream: a malformed or ambiguous one is refused (400, 408, 413, 417, 431, 501 or 505) and
+    its connection closed; the limits and timeouts are globalSidecar settings. It listens on its port and
+    on every wormhole port of the ports file (reloaded on change). Each request yields one JSON record
+    (peer address, X-Forwarded-For, Slime-Source-Ns, client certificate principal, authority, original
+    destination, status, duration) on standard output or to Fluent Bit's forward input, from where
+    lazystream's worker learns the caller's dependency. It runs on uvloop's event loop unless told otherwise
+    (--event-loop asyncio). Settings: the globalSidecar section, LAZYSTREAM_GLOBAL_SIDECAR_<FIELD>, these
+    options.
     """
     from lazystream.globalsidecar.app import run as run_global_sidecar
 

@@ -122,8 +122,6 @@ class Head:
     _tokens: set[str] | None = field(default=None, repr=False, compare=False)
     lowered: list[str] | None = field(default=None, repr=False, compare=False)
     """The header names in lower case, in the order of ``headers`` (when parsed)."""
-    counts: dict[str, int] | None = field(default=None, repr=False, compare=False)
-    """How many field lines each lower-case name had (when parsed)."""
 
     def get(self, name: str) -> str | None:
         """The value of header ``name`` (lower case), several joined with ``,``; None when absent."""
@@ -159,20 +157,14 @@ def _split(text: str) -> tuple[list[str], Head]:
     headers: list[tuple[str, str]] = []
     lowered: list[str] = []
     index: dict[str, str] = {}
-    counts: dict[str, int] = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
         value = value.strip(_OWS)
         headers.append((name, value))
         lower = name.lower()
         lowered.append(lower)
-        if lower in index:
-            index[lower] = f"{index[lower]},{value}"
-            counts[lower] += 1
-        else:
-            index[lower] = value
-            counts[lower] = 1
-    return lines, Head(("", "", ""), headers, index, None, lowered, counts)
+        index[lower] = f"{index[lower]},{value}" if lower in index else value
+    return lines, Head(("", "", ""), headers, index, None, lowered)
 
 
 # --- requests ------------------------------------------------------------------------------------------
@@ -192,15 +184,17 @@ def parse_request(raw: bytes, limits: Limits) -> Head:
     lines, head = _split(raw.decode("latin-1"))
     method, target, version = lines[0].split(" ")
     head.start = (method, target, version)
-    counts = head.counts or {}
-    for name in SINGLE:
-        if counts.get(name, 0) > 1:
-            raise RequestError(400, f"more than one {name} field")
+    index = head.names()
+    if len(index) < len(head.headers):  # a name repeats: the fields that must come once are counted
+        lowered = head.lowered or []
+        for name in SINGLE:
+            if lowered.count(name) > 1:
+                raise RequestError(400, f"more than one {name} field")
     _check_target(method, target, head)
-    named = head.connection_tokens() & FRAMED_BY if "connection" in counts else None
+    named = head.connection_tokens() & FRAMED_BY if "connection" in index else None
     if named:
         raise RequestError(400, f"Connection names {', '.join(sorted(named))}, which frame the request")
-    expect = head.get("expect")
+    expect = index.get("expect")
     if expect is not None and expect.lower() != "100-continue":
         raise RequestError(417, f"unsupported expectation {expect[:40]!r}")
     return head

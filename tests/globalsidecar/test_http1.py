@@ -101,3 +101,45 @@ def test_parsed_heads_keep_names_as_spelled_and_values_without_their_whitespace(
     assert head.headers == [("Host", "a"), ("X-Y", "1"), ("x-y", "2")]
     assert head.lowered == ["host", "x-y", "x-y"]
     assert head.get("x-y") == "1,2"
+
+
+HOSTILE_BYTES = st.sampled_from(
+    [b"a", b"-", b" ", b"\t", b":", b"\r", b"\n", b"\r\n", b"\x00", b"\x7f", b"\xe9"]
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    fields=st.lists(
+        st.tuples(
+            st.lists(HOSTILE_BYTES, min_size=1, max_size=6).map(b"".join),
+            st.lists(HOSTILE_BYTES, max_size=8).map(b"".join),
+        ),
+        max_size=5,
+    )
+)
+def test_what_the_strict_parser_accepts_goes_upstream_as_exactly_those_fields(
+    fields: list[tuple[bytes, bytes]],
+) -> None:
+    from lazystream.domain.forwarding import Forward
+    from lazystream.globalsidecar.http1 import RequestError
+    from lazystream.globalsidecar.relay import ForwardedRequest
+
+    raw = b"GET / HTTP/1.1\r\nHost: svc\r\n" + b"".join(n + b":" + v + b"\r\n" for n, v in fields) + b"\r\n"
+    try:
+        head = parse_request(raw, Limits())
+    except RequestError as exc:
+        refused = exc.status
+    else:
+        refused = 0
+    if refused:
+        assert refused in (400, 417, 431)
+        return
+    for name, value in head.headers:
+        assert not set(name + value) & set("\r\n\x00\x7f")
+    sent = ForwardedRequest(head, 0.0, 0.0).upstream_head(Forward("127.0.0.1", 80, "svc"), "me")
+    again = parse_request(sent, Limits())  # what the upstream parses is what the proxy parsed
+    kept = [(n, v) for n, v in head.headers if n.lower() not in {"host", "expect", "connection", "te"}]
+    assert [kv for kv in again.headers if kv[0].lower() not in {"host", "lazystream-global-sidecar"}] == [
+        kv for kv in kept if kv[0].lower() not in HOP_BY_HOP and kv[0].lower() not in head.connection_tokens()
+    ]
