@@ -24,8 +24,8 @@ from pathlib import Path
 from kubernetes import client
 from urllib3.exceptions import HTTPError
 
-from lazystream.kube import crds
 from lazystream.kube.client import api_client
+from lazystream.testing.crds import install_test_crds
 from lazystream.testing.kafka import deployment_env
 
 
@@ -147,10 +147,10 @@ def private_kube(run_dir: Path, keep: bool = False) -> Iterator[Path]:
 
 
 def cluster_api(kubeconfig: Path) -> client.ApiClient:
-    """An API client for the benchmark's cluster, with lazystream's CRDs applied and Established: a
-    benchmark may be the first thing to run against a fresh API server."""
+    """An API client for the benchmark's cluster, with Istio's and lazystream's CRDs applied and
+    Established: a benchmark may be the first thing to run against a fresh API server."""
     api = api_client(kubeconfig)
-    crds.apply_crds(api, crds.load_crds(crds.default_crd_dir()))
+    install_test_crds(api)
     return api
 
 

@@ -229,34 +229,63 @@ def config_show(config_file: Path | None) -> None:
 
 @main.group()
 def crds() -> None:
-    """Install the CustomResourceDefinitions lazystream uses (ServiceFence and, without Istio, Istio's)."""
+    """Install the CustomResourceDefinitions lazystream needs (its ServiceFence; Istio's come with Istio)."""
 
 
 @crds.command("apply")
 @kubeconfig_option
 @click.option(
+    "--from",
     "--dir",
-    "directory",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Directory of CRD manifests (default: the deploy/crds directory of this installation).",
+    "sources",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A CRD manifest file, or a directory of them (repeatable; default: the deploy/crds directory of "
+    "this installation, lazystream's ServiceFence).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Also replace CRDs that lazystream does not own (e.g. Istio's, or Slime's ServiceFence). Without "
+    "it they are left as they are and listed as such.",
 )
 @click.option(
     "--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for Established."
 )
-def crds_apply(kubeconfig: Path | None, directory: Path | None, timeout: float) -> None:
-    """Server-side apply the CRDs and wait until the API server establishes each one."""
+def crds_apply(kubeconfig: Path | None, sources: tuple[Path, ...], overwrite: bool, timeout: float) -> None:
+    """Create the CRDs that are missing, update lazystream's own, and wait until each is Established.
+
+    A CRD already installed by someone else (Istio's installer, Slime's chart) is never changed unless
+    --overwrite is given: another schema would change what the API server accepts for every user of it.
+
+    \b
+    Examples:
+      lazystream crds apply
+      lazystream crds apply --from istio-crds.yaml --from deploy/crds
+    """
     from lazystream.kube import crds as crd_io
     from lazystream.kube.client import api_client
 
     try:
-        manifests = crd_io.load_crds(directory or crd_io.default_crd_dir())
+        manifests = crd_io.load_crds(*(sources or (crd_io.default_crd_dir(),)))
         with api_client(kubeconfig) as api:
-            statuses = crd_io.apply_crds(api, manifests, timeout=timeout)
+            statuses = crd_io.apply_crds(api, manifests, overwrite=overwrite, timeout=timeout)
     except crd_io.CRDError as exc:
         raise click.ClickException(str(exc)) from exc
     print_table(
-        ["CRD", "KIND", "VERSIONS", "ESTABLISHED"],
-        [(s.name, s.kind, ",".join(s.versions), "yes" if s.established else "no") for s in statuses],
+        ["CRD", "KIND", "VERSIONS", "ACTION", "ESTABLISHED"],
+        [
+            (
+                s.name,
+                s.kind,
+                ",".join(s.versions),
+                f"left alone (owned by {s.owner}; --overwrite replaces it)"
+                if s.action == "left alone"
+                else s.action,
+                "yes" if s.established else "no",
+            )
+            for s in statuses
+        ],
     )
 
 

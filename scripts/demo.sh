@@ -39,8 +39,8 @@ export LAZYSTREAM_WEB_PORT LAZYSTREAM_SINK_COALESCE_SECONDS=0.2
 export DEMO_NAMESPACE=lazystream-demo-$RUN_ID LAZYSTREAM_GENERAL_WHITE_NAMESPACE_LIST=lazystream-demo-$RUN_ID
 export LAZYSTREAM_LEADER_ELECTION_LEASE_NAMESPACE=$DEMO_NAMESPACE  # the worker's Lease, in the same namespace
 
-step "CRDs: ServiceFence and the Istio kinds"
-"$PY/lazystream" crds apply
+step "CRDs: Istio's own (istio.io/api v$LAZYSTREAM_TEST_ISTIO_VERSION) and lazystream's ServiceFence"
+"$PY/lazystream" crds apply --from "$LAZYSTREAM_TEST_ISTIO_CRDS" --from deploy/crds
 "$PY/python" - <<PY
 from kubernetes import client
 from lazystream.kube.client import api_client

@@ -1,7 +1,11 @@
-"""Install lazystream's CustomResourceDefinitions and wait until the API server serves them.
+"""Install CustomResourceDefinitions, never changing one that lazystream does not own, and wait until the
+API server serves them.
 
-``deploy/crds/`` holds ServiceFence (microservice.slime.io) and the Istio kinds lazystream reads or
-writes, for clusters without Istio (tests, the demo). Applying is server-side and idempotent.
+``deploy/crds/`` holds lazystream's own: ServiceFence (microservice.slime.io), labelled
+``app.kubernetes.io/part-of: lazystream``. Istio's kinds come with Istio (its own CRDs; the test servers
+fetch them from the istio.io/api Go module). A CRD already on the cluster without that label (Istio's, or
+Slime's ServiceFence) is left as it is: replacing it with a different schema would change what the API
+server accepts for everyone. Overwriting it takes an explicit ``overwrite``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from lazystream.kube.client import FIELD_MANAGER, dynamic_client
 
@@ -23,14 +28,22 @@ class CRDError(RuntimeError):
     """A CRD manifest is invalid, or the API server did not establish a CRD in time."""
 
 
+OWNER_LABEL = "app.kubernetes.io/part-of"
+OWNER_VALUE = "lazystream"
+
+
 @dataclass(frozen=True)
 class CRDStatus:
-    """One applied CRD and whether the API server reports it ``Established``."""
+    """One CRD, what was done with it, and whether the API server reports it ``Established``."""
 
     name: str
     kind: str
     versions: tuple[str, ...]
     established: bool
+    action: str = "applied"
+    """``created``, ``updated`` (lazystream's own, or overwritten on request) or ``left alone`` (owned by
+    someone else: ``owner`` says who)."""
+    owner: str = ""
 
 
 def default_crd_dir() -> Path:
@@ -41,11 +54,19 @@ def default_crd_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "deploy" / "crds"
 
 
-def load_crds(directory: Path) -> list[dict[str, Any]]:
-    """Every CustomResourceDefinition in the YAML files of ``directory``, in file order."""
-    files = sorted(directory.glob("*.yaml"))
-    if not files:
-        raise CRDError(f"no CRD manifests (*.yaml) in {directory}")
+def load_crds(*paths: Path) -> list[dict[str, Any]]:
+    """Every CustomResourceDefinition in ``paths``: YAML files, or directories of them (in name order)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("*.yaml"))
+            if not found:
+                raise CRDError(f"no CRD manifests (*.yaml) in {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CRDError(f"{path}: no such file or directory")
     return [doc for path in files for doc in _crd_documents(path)]
 
 
@@ -63,18 +84,49 @@ def _crd_documents(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def apply_crds(
-    api: client.ApiClient, crds: Iterable[dict[str, Any]], *, timeout: float = 30.0
+    api: client.ApiClient,
+    crds: Iterable[dict[str, Any]],
+    *,
+    overwrite: bool = False,
+    timeout: float = 30.0,
+    manager: str = FIELD_MANAGER,
 ) -> list[CRDStatus]:
-    """Server-side apply ``crds``, then wait until each one is ``Established``."""
+    """Create the CRDs that are missing and update lazystream's own (server-side apply); leave every other
+    existing CRD alone unless ``overwrite``. Then wait until each one is ``Established``."""
+    ext = client.ApiextensionsV1Api(api)
     resource = dynamic_client(api).resources.get(
         api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
     )
-    names = []
+    done: list[tuple[str, str, str]] = []
     for crd in crds:
         name = crd["metadata"]["name"]
-        resource.server_side_apply(body=crd, name=name, field_manager=FIELD_MANAGER, force_conflicts=True)
-        names.append(name)
-    return [wait_established(api, name, timeout=timeout) for name in names]
+        try:
+            live = ext.read_custom_resource_definition(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            live = None
+        owner = "" if live is None else _owner(live)
+        if live is not None and owner != OWNER_VALUE and not overwrite:
+            done.append((name, "left alone", owner))
+            continue
+        resource.server_side_apply(body=crd, name=name, field_manager=manager, force_conflicts=True)
+        done.append((name, "created" if live is None else "updated", OWNER_VALUE if live is None else owner))
+    statuses = []
+    for name, action, owner in done:
+        status = wait_established(api, name, timeout=timeout)
+        statuses.append(CRDStatus(status.name, status.kind, status.versions, True, action, owner))
+    return statuses
+
+
+def _owner(crd: Any) -> str:
+    """Who a live CRD belongs to: ``lazystream`` when it carries lazystream's label, else its first field
+    manager (e.g. ``istio-operator``, ``helm``, ``kubectl-client-side-apply``)."""
+    labels = crd.metadata.labels or {}
+    if labels.get(OWNER_LABEL) == OWNER_VALUE:
+        return OWNER_VALUE
+    managers = [m.manager for m in crd.metadata.managed_fields or [] if m.manager]
+    return managers[0] if managers else "unknown"
 
 
 def wait_established(api: client.ApiClient, name: str, *, timeout: float = 30.0) -> CRDStatus:

@@ -43,6 +43,8 @@ env_lines() {
   echo "export LAZYSTREAM_TEST_PROMETHEUS_SD_DIR=$INFRA_RUN/prometheus/targets"
   echo "export LAZYSTREAM_TEST_LUAJIT=$INFRA_CACHE/luajit/usr/bin/luajit"
   echo "export LAZYSTREAM_TEST_KUSTOMIZE=$INFRA_CACHE/kustomize-v$KUSTOMIZE_VERSION/kustomize"
+  echo "export LAZYSTREAM_TEST_ISTIO_CRDS=$INFRA_CACHE/istio-api-$ISTIO_API_VERSION/customresourcedefinitions.gen.yaml"
+  echo "export LAZYSTREAM_TEST_ISTIO_VERSION=$ISTIO_API_VERSION"
 }
 
 unpack_debs() {
@@ -56,6 +58,7 @@ install_all() {
   [[ " ${names[*]} " != *" kafka "* ]] || "$HERE/kafka/kafka.sh" install
   [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/k8s/build-kube-apiserver.sh" >/dev/null
   [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/k8s/build-kustomize.sh" >/dev/null
+  [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/istio/fetch-crds.sh" >/dev/null
   echo "servers installed in $((SECONDS - t)) s" >&2
 }
 
@@ -69,6 +72,7 @@ case "$cmd" in
       "$HERE/k8s/build-kube-apiserver.sh" > "$INFRA_CACHE/kube-apiserver-build.log" 2>&1 & build_pid=$!
     fi
     unpack_debs
+    [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/istio/fetch-crds.sh" >/dev/null
     for n in "${names[@]}"; do
       [ "$n" = k8s ] && [ -n "$build_pid" ] && { wait "$build_pid" || { cat "$INFRA_CACHE/kube-apiserver-build.log" >&2; exit 1; }; }
       "$(script "$n")" start

@@ -31,12 +31,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lazystream.config import load_config
 from lazystream.domain.render import render
-from lazystream.kube import crds
 from lazystream.kube.client import api_client
 from lazystream.ops import kafka as ops_kafka
 from lazystream.options import render_options
 from lazystream.stream.partitioning import partition_of_key
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
+from lazystream.testing.crds import install_test_crds
 from tests.fixtures.kafka import delete_topics
 from tests.fixtures.kube import AuditLog
 from tests.fixtures.ops import FENCE, cli, config_of, group_lag, learned_hosts, sidecar_spec, writes_in
@@ -59,7 +59,7 @@ BROKER_OUTAGE_S = 10
 def private_dynamic(private_kube: PrivateKube) -> Iterator[DynamicClient]:
     """A dynamic client of the private API server, with lazystream's CRDs applied."""
     with api_client(private_kube.server.kubeconfig) as api:
-        crds.apply_crds(api, crds.load_crds(crds.default_crd_dir()))
+        install_test_crds(api)
         yield DynamicClient(api)
 
 
