@@ -521,6 +521,11 @@ def explain(fence: str, admin_url: str | None, config_file: Path | None, output:
         print_table(["HOST", "REASON"], [(r["host"], r["reason"]) for r in rejected])
     else:
         click.echo("No recently rejected hosts.")
+    left_out = body.get("leftOut") or []
+    if left_out:
+        click.echo("")
+        click.echo("Left out of the Sidecar (Istio's validation would refuse the whole Sidecar):")
+        print_table(["HOST", "REASON"], [(r["host"], r["reason"]) for r in left_out])
 
 
 @main.command()

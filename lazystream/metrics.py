@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -77,6 +77,9 @@ METRICS: dict[str, str] = {
     "outcome (applied, unchanged, retry, conflict, gone, skipped).",
     "lazystream_api_errors_total": "Failed writes to the API server, by HTTP status or exception.",
     "lazystream_api_writes_in_flight": "Fence writes in progress.",
+    "lazystream_sidecar_hosts_left_out": "Hosts of the owned fences that their Sidecars leave out because "
+    "Istio's validation would refuse them, by reason (short_name, invalid); "
+    "`lazystream explain` names each.",
     "lazystream_sweep_fences_pending": "Fences of a full sweep (at start, after a rebalance, periodic or "
     "POST /sweep) not yet checked and written; 0 when no sweep is under way.",
     "lazystream_api_watch_errors_total": "Failed list/watch requests to the API server and objects the "
@@ -318,6 +321,17 @@ class WorkerCollector(Collector):
         sweep = GaugeMetricFamily("lazystream_sweep_fences_pending", _help("lazystream_sweep_fences_pending"))
         sweep.add_metric([], sink.sweep_pending)
         yield sweep
+        left_out = GaugeMetricFamily(
+            "lazystream_sidecar_hosts_left_out", _help("lazystream_sidecar_hosts_left_out"), labels=["reason"]
+        )
+        reasons: Counter[str] = Counter(
+            "short_name" if reason.startswith("a short name") else "invalid"
+            for hosts in list(self.worker.computer.left_out.values())
+            for reason in hosts.values()
+        )
+        for reason, count in sorted(reasons.items()):
+            left_out.add_metric([reason], count)
+        yield left_out
 
     def _clients(self) -> Iterator[Metric]:
         """Errors of the worker's clients: the API server's watches, and Kafka."""

@@ -35,6 +35,7 @@ from lazystream.domain.fences import (
     label_selector_matches,
 )
 from lazystream.domain.learned import LearnedHost
+from lazystream.domain.sidecars import sidecar_hosts
 
 
 class Reason(StrEnum):
@@ -100,6 +101,8 @@ class FenceExplanation:
     and counts) or ``status`` (the fence's ``status.metricStatus``: hosts only)."""
     hosts: tuple[HostExplanation, ...]
     rejected: tuple[Rejection, ...]
+    left_out: tuple[Rejection, ...] = ()
+    """Hosts of the fence that its Sidecar leaves out, because Istio's validation would refuse them."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form served by the admin API (camelCase keys, times in ISO 8601 UTC)."""
@@ -110,6 +113,7 @@ class FenceExplanation:
             "learnedSource": self.learned_source,
             "hosts": [_host_dict(h) for h in self.hosts],
             "rejected": [{"host": r.host, "reason": r.reason} for r in self.rejected],
+            "leftOut": [{"host": r.host, "reason": r.reason} for r in self.left_out],
         }
 
 
@@ -207,11 +211,12 @@ def explain_fence(
     _explain_fixed(fence, options, found)
 
     enabled = fence.spec.enable
+    left_out = sidecar_hosts(fence, domains, options).left_out if enabled else {}
     hosts = tuple(
         HostExplanation(
             host=host,
             status=found.status[host],
-            in_sidecar=enabled and found.status[host] is not DomainStatus.EXPIRE,
+            in_sidecar=enabled and found.status[host] is not DomainStatus.EXPIRE and host not in left_out,
             why=tuple(found.why[host]),
             learned=learned.get(host) if learned is not None else None,
         )
@@ -224,6 +229,7 @@ def explain_fence(
         learned_source="table" if learned is not None else "status",
         hosts=hosts,
         rejected=tuple(rejections),
+        left_out=tuple(Rejection(host, reason) for host, reason in sorted(left_out.items())),
     )
 
 

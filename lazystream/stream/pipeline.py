@@ -28,7 +28,7 @@ from lazystream.domain.fences import (
 )
 from lazystream.domain.records import ParseError, parse_record
 from lazystream.domain.resolution import Outcome, Resolution, ResolveOptions, resolve_cached
-from lazystream.domain.sidecars import render_sidecar
+from lazystream.domain.sidecars import render_sidecar, sidecar_hosts
 
 DEDUPE_ENTRIES = 100_000
 RECENT_REJECTIONS = 1000
@@ -169,6 +169,9 @@ class FenceComputer:
     next_deadline: dict[ObjectKey, float] = field(default_factory=dict)
     """The next ``spec.host`` deadline still ahead, per fence: the worker sets a timer for it, so a
     deadline takes effect when it passes rather than at the next tick (decisions §6)."""
+    left_out: dict[ObjectKey, dict[str, str]] = field(default_factory=dict)
+    """Per fence, the hosts its Sidecar leaves out because Istio would refuse them (host -> reason), as
+    last computed: the metric ``lazystream_sidecar_hosts_left_out`` counts them."""
 
     def plan(
         self,
@@ -201,9 +204,14 @@ class FenceComputer:
             self.timed.add(fence.key)
         else:
             self.timed.discard(fence.key)
+        egress = sidecar_hosts(fence, domains, self.fence_options)
+        if egress.left_out and fence.spec.enable:
+            self.left_out[fence.key] = egress.left_out
+        else:
+            self.left_out.pop(fence.key, None)
         return FencePlan(
             status=render_status(domains, hosts),
-            sidecar=render_sidecar(fence, domains, cluster, self.fence_options),
+            sidecar=render_sidecar(fence, domains, cluster, self.fence_options, egress),
             observed_status=fence_obj.get("status"),
             observed_sidecar=observed_sidecar,
             hosts={h for d in domains.values() for h in d.hosts}
@@ -212,5 +220,6 @@ class FenceComputer:
 
     def forget(self, key: ObjectKey) -> None:
         self._expire_wait_since.pop(key, None)
+        self.left_out.pop(key, None)
         self.timed.discard(key)
         self.next_deadline.pop(key, None)

@@ -96,6 +96,14 @@ def stand_in_worker() -> Any:
         cache=Cache({SHOP: {}, OTHER: {}, ObjectKey("kube-system", "x"): {}}),
         in_scope=lambda key: key.namespace != "kube-system",
         config=SimpleNamespace(topics=SimpleNamespace(access="access")),
+        computer=SimpleNamespace(
+            left_out={
+                SHOP: {
+                    "reviews": "a short name (Istio accepts only fully qualified names); its FQDN is listed"
+                },
+                OTHER: {"x_y.example.com": "label 'x_y' is not a DNS-1123 label", "a": "a short name (...)"},
+            }
+        ),
     )
 
 
@@ -128,6 +136,8 @@ async def test_every_listed_metric_is_exposed_with_the_counters_values() -> None
     assert got[("lazystream_edge_messages_total", (("result", "hosts_limit"),))] == 2
     assert got[("lazystream_edges_read_again_total", ())] == 1
     assert got[("lazystream_sweep_fences_pending", ())] == 4
+    assert got[("lazystream_sidecar_hosts_left_out", (("reason", "short_name"),))] == 2
+    assert got[("lazystream_sidecar_hosts_left_out", (("reason", "invalid"),))] == 1
     assert got[("lazystream_fence_hosts_limit_total", (("fence", "web"), ("namespace", "shop")))] == 2
     assert got[("lazystream_fallback_records_total", (("fence", "web"), ("namespace", "shop")))] == 9
     assert got[("lazystream_fences", ())] == 2
