@@ -32,6 +32,7 @@ from lazystream import heap, logs, memory
 from lazystream.admin import AdminHooks, AdminServer, cache_explainer, cache_fences_in, create_admin_app
 from lazystream.config import Config
 from lazystream.domain import learned
+from lazystream.domain.autofence import fence_in_revision_scope
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import learned_from_metric_status
 from lazystream.kafka_security import check_access
@@ -126,6 +127,8 @@ class Worker:
         self.ready = asyncio.Event()
         self.sweeps = SweepSchedule()
         self._deadline_timers: dict[ObjectKey, asyncio.TimerHandle] = {}
+        self.revision_scope = autofence_options(self.config)
+        """``global.istioRev`` / ``strictRev``: fences of other revisions are skipped."""
         self.autofencer = self._autofencer()
         self.fallback = self._fallback()
         self.poller = self._poller()
@@ -338,6 +341,9 @@ class Worker:
                     return None
                 # a deleted fence leaves no Sidecar of ours behind (no garbage collector is assumed)
                 return Desired(status=None, sidecar=None), Observed(status=None, sidecar=sidecar)
+            if not fence_in_revision_scope(fence, self.revision_scope):
+                self.computer.forget(key)
+                return None  # another revision's controller computes and writes it
             plan = self.computer.plan(
                 fence, self.stream.learned_hosts(key), self.cache.state, self.cache.sidecars.get(key)
             )

@@ -89,6 +89,13 @@ def namespace_in_scope(namespace: Namespace, options: AutoFenceOptions) -> bool:
     return True
 
 
+def fence_in_revision_scope(fence: Mapping[str, Any], options: AutoFenceOptions) -> bool:
+    """Whether a ServiceFence object is this controller's by its ``istio.io/rev`` label: an out-of-scope
+    fence is neither computed nor written (its status and Sidecar belong to another revision's controller),
+    in ``render`` and in the worker alike."""
+    return revision_in_scope((fence.get("metadata") or {}).get("labels") or {}, options)
+
+
 def revision_in_scope(labels: Mapping[str, str], options: AutoFenceOptions) -> bool:
     """``global.istioRev`` / ``strictRev`` (reference §1.6): an object without a revision is in scope
     unless ``strictRev``."""

@@ -100,6 +100,8 @@ def render(
 
     items: list[dict[str, Any]] = []
     for key, obj in fence_objects.items():
+        if not autofence.fence_in_revision_scope(obj, options.autofence):
+            continue  # another revision's controller computes and writes it
         fence = fence_from_object(obj)
         hosts = set(fence.learned) | (learned[key] if fence.spec.enable else set())
         domains = compute_domains(fence, hosts, cluster, options.fences, now)

@@ -193,3 +193,14 @@ def test_cluster_gs_namespace_and_port() -> None:
     assert merge["patch"]["value"]["virtual_hosts"][0]["routes"][0]["route"]["cluster"] == (
         "outbound|8080||global-sidecar.gs.svc.cluster.local"
     )
+
+
+def test_every_fallback_filter_sets_an_explicit_priority() -> None:
+    """istioctl analyze (IST0151) warns that relative patches without a priority may not be applied."""
+    for options in (
+        FallbackOptions(),
+        FallbackOptions(global_sidecar_mode="namespace", namespaces=("a", "b")),
+    ):
+        filters = render_envoy_filters(["9080"], options)
+        assert filters
+        assert all(f["spec"]["priority"] > 0 for f in filters)

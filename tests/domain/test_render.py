@@ -95,3 +95,56 @@ def test_auto_port_adds_http_ports() -> None:
     assert ports(plain) == ["80", "9080"]
     assert ports(auto) == ["80", "8081", "9080"]  # the bookinfo ports are named "http"
     assert ports(h2) == ["80", "7070", "8081", "9080"]
+
+
+def revision_mesh() -> ClusterBuilder:
+    """Three manual fences in ``shop``: of revision 1-30, of no revision, of revision canary."""
+    builder = ClusterBuilder().namespace("mesh-operator").global_sidecar()
+    for name, ip in (("old", "10.1.0.5"), ("plain", "10.1.0.6"), ("new", "10.1.0.7"), ("api", "10.1.0.8")):
+        builder.service(name, "shop", ips=[ip])
+    builder.fence("old", "shop").fence("plain", "shop").fence("new", "shop")
+    for obj in builder.objects():
+        if obj["kind"] == "ServiceFence" and obj["metadata"]["name"] != "plain":
+            rev = "1-30" if obj["metadata"]["name"] == "old" else "canary"
+            obj["metadata"]["labels"] = {"istio.io/rev": rev}
+    return builder
+
+
+def fenced(items: list[dict]) -> dict[str, set[str]]:
+    return {
+        kind: {i["metadata"]["name"] for i in items if i["kind"] == kind}
+        for kind in ("ServiceFence", "Sidecar")
+    }
+
+
+def test_istio_rev_scopes_existing_fences_and_strict_rev_drops_unlabelled_ones() -> None:
+    lines = [
+        istio_text_line(authority="api", upstream_cluster="inbound|80||", downstream_remote_address=f"{ip}:1")
+        for ip in ("10.1.0.5", "10.1.0.6", "10.1.0.7")
+    ]
+    objects = revision_mesh().objects()
+    for revs, strict, expected in (
+        ((), False, {"old", "plain", "new"}),
+        (("1-30",), False, {"old", "plain"}),
+        (("1-30",), True, {"old"}),
+        (("1-30", "canary"), True, {"old", "new"}),
+    ):
+        options = RenderOptions(autofence=AutoFenceOptions(istio_revs=revs, strict_rev=strict))
+        result = render(objects, [line.encode() for line in lines], options, NOW)
+        assert fenced(result.items) == {"ServiceFence": expected, "Sidecar": expected}, (revs, strict)
+        for item in result.items:
+            if item["kind"] == "Sidecar" and item["metadata"]["name"] != "plain":  # the fence's revision
+                assert item["metadata"]["labels"]["istio.io/rev"] in ("1-30", "canary")
+
+
+def test_self_resource_rev_labels_auto_fences_and_keeps_them_in_scope_under_strict_rev() -> None:
+    builder = ClusterBuilder().namespace("shop", {"slime.io/serviceFenced": "true"}).service("web", "shop")
+    options = RenderOptions(
+        autofence=AutoFenceOptions(
+            enabled=True, self_resource_rev="1-30", istio_revs=("1-30",), strict_rev=True
+        )
+    )
+    result = render(builder.objects(), [], options, NOW)
+    (fence,) = [i for i in result.items if i["kind"] == "ServiceFence"]
+    assert fence["metadata"]["labels"]["istio.io/rev"] == "1-30"
+    assert fenced(result.items) == {"ServiceFence": {"web"}, "Sidecar": {"web"}}
