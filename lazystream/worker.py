@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import faust
@@ -36,6 +36,7 @@ from lazystream.domain.autofence import fence_in_revision_scope
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import learned_from_metric_status
 from lazystream.kafka_security import check_access
+from lazystream.kube import crds as crd_io
 from lazystream.kube.autofencer import AutoFencer
 from lazystream.kube.client import api_client
 from lazystream.kube.fallback import FallbackKeeper
@@ -313,6 +314,18 @@ class Worker:
 
     # -- computing ------------------------------------------------------------------------------------
 
+    async def detect_fence_schema(self) -> None:
+        """On a cluster that runs Slime's own ServiceFence CRD, domain statuses are written as its enum's
+        numbers (the CRD refuses the names). Without the right to read the CRD, names are written."""
+        try:
+            numeric = await asyncio.to_thread(crd_io.numeric_domain_status, self.api)
+        except Exception as exc:  # the worker still works with lazystream's CRD; say what was not read
+            log.warning("could not read the ServiceFence CRD (%s): domain statuses are written as names", exc)
+            return
+        if numeric:
+            log.info("the ServiceFence CRD types domain statuses as integers (Slime's): writing numbers")
+            self.computer.fence_options = replace(self.computer.fence_options, numeric_domain_status=True)
+
     def in_scope(self, key: ObjectKey) -> bool:
         """Namespace scope (``whiteNamespaceList`` / ``blackNamespaceList``)."""
         return in_scope(self.config, key)
@@ -427,6 +440,7 @@ class Worker:
                     "cluster cache not synced after %.0f s; continuing with what is listed",
                     CACHE_SYNC_TIMEOUT,
                 )
+            await worker.detect_fence_schema()
             heap.freeze()  # start-up objects and the listed cluster: full collections skip them from now
             # records are resolved against the cluster: reading them before it is listed would lose them
             app.add_future(worker.consume_access())

@@ -26,6 +26,25 @@ class DomainStatus(StrEnum):
     EXPIRE = "EXPIRE"
     EXPIREWAIT = "EXPIREWAIT"
 
+    @property
+    def number(self) -> int:
+        """The value of Slime's protobuf enum (``Destinations.Status``), which Slime's own CRD types as an
+        integer."""
+        return _STATUS_NUMBERS[self]
+
+    @classmethod
+    def read(cls, value: Any) -> DomainStatus:
+        """A status as written by lazystream or Slime: its name, or its number (0 or absent: ACTIVE)."""
+        if value in (None, "", 0):
+            return cls.ACTIVE
+        if isinstance(value, int) and not isinstance(value, bool):
+            return _STATUS_BY_NUMBER[value]
+        return cls(value)
+
+
+_STATUS_NUMBERS = {DomainStatus.ACTIVE: 0, DomainStatus.EXPIRE: 1, DomainStatus.EXPIREWAIT: 2}
+_STATUS_BY_NUMBER = {number: status for status, number in _STATUS_NUMBERS.items()}
+
 
 class Origin(StrEnum):
     """Why a domain is in a fence ("explain")."""
@@ -122,6 +141,9 @@ class FenceOptions:
     cluster_gs_namespace: str = "mesh-operator"
     service_label: str = "app"
     """``global.service``: the legacy workload selector key."""
+    numeric_domain_status: bool = False
+    """Write ``status.domains.*.status`` as Slime's enum number rather than its name: set by the worker when
+    the cluster's ServiceFence CRD (Slime's chart) types the field as an integer."""
     refresh_period: float = 10.0
     """Seconds an EXPIREWAIT entry lasts at least (one refresh period, decisions §1.1)."""
 
@@ -202,8 +224,8 @@ def _domains_from_status(value: Any, where: str) -> dict[str, Domain]:
     for key, entry in value.items():
         entry = entry or {}
         try:
-            status = DomainStatus(entry.get("status") or "ACTIVE")
-        except ValueError:
+            status = DomainStatus.read(entry.get("status"))
+        except (ValueError, KeyError):
             raise ClusterObjectError(
                 f"{where}: status.domains[{key}].status is {entry.get('status')!r}"
             ) from None
@@ -353,14 +375,18 @@ def metric_status(learned: Iterable[str]) -> dict[str, str]:
     return {"{" + METRIC_KEY.format(host) + "}": "1" for host in sorted(set(learned))}
 
 
-def render_status(domains: Mapping[str, Domain], learned: Iterable[str]) -> dict[str, Any]:
-    """The fence's ``status`` as Slime writes it: ACTIVE is the zero value and is left out."""
+def render_status(
+    domains: Mapping[str, Domain], learned: Iterable[str], *, numeric: bool = False
+) -> dict[str, Any]:
+    """The fence's ``status`` as Slime writes it: ACTIVE is the zero value and is left out. ``numeric``:
+    a domain's status as its enum number, for a cluster whose ServiceFence CRD is Slime's own (which types
+    it as an integer and refuses the name)."""
     rendered = {}
     for key in sorted(domains):
         domain = domains[key]
         entry: dict[str, Any] = {"hosts": list(domain.hosts)}
         if domain.status is not DomainStatus.ACTIVE:
-            entry["status"] = domain.status.value
+            entry["status"] = domain.status.number if numeric else domain.status.value
         rendered[key] = entry
     status: dict[str, Any] = {}
     metrics = metric_status(learned)

@@ -129,6 +129,31 @@ def _owner(crd: Any) -> str:
     return managers[0] if managers else "unknown"
 
 
+SERVICE_FENCE_CRD = "servicefences.microservice.slime.io"
+
+
+def numeric_domain_status(api: client.ApiClient) -> bool:
+    """Whether the cluster's ServiceFence CRD types ``status.domains.*.status`` as an integer (Slime's own
+    chart does; lazystream's types it as the enum's names). Read from the storage version's schema."""
+    resource = dynamic_client(api).resources.get(
+        api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
+    )
+    crd = resource.get(name=SERVICE_FENCE_CRD).to_dict()
+    for version in crd["spec"]["versions"]:
+        if version.get("storage"):
+            node: Any = (version.get("schema") or {}).get("openAPIV3Schema") or {}
+            for step in ("status", "domains", "*", "status"):
+                node = (
+                    node.get("additionalProperties")
+                    if step == "*"
+                    else (node.get("properties") or {}).get(step)
+                )
+                if not isinstance(node, dict):
+                    return False
+            return bool(node.get("type") == "integer")
+    return False
+
+
 def wait_established(api: client.ApiClient, name: str, *, timeout: float = 30.0) -> CRDStatus:
     """Poll the CRD until its ``Established`` condition is true; :class:`CRDError` after ``timeout``."""
     ext = client.ApiextensionsV1Api(api)

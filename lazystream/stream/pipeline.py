@@ -210,7 +210,7 @@ class FenceComputer:
         else:
             self.left_out.pop(fence.key, None)
         return FencePlan(
-            status=render_status(domains, hosts),
+            status=render_status(domains, hosts, numeric=self.fence_options.numeric_domain_status),
             sidecar=render_sidecar(fence, domains, cluster, self.fence_options, egress),
             observed_status=fence_obj.get("status"),
             observed_sidecar=observed_sidecar,
