@@ -356,7 +356,8 @@ class Proxy:
             return Exchange(exc.status, False, upstream)
         except (UpstreamFailed, TimeoutError, BadMessage) as exc:
             if isinstance(exc, TimeoutError):
-                status, reason = 504, f"no whole response within {self.options.upstream_timeout:g} s"
+                limit = self.options.upstream_timeout
+                status, reason = 504, f"no whole response within {limit:g} s" if limit else "timed out"
             else:
                 status, reason = (exc.status if isinstance(exc, UpstreamFailed) else 502), str(exc)
             self.counters["upstream_failures" if status == 502 else "upstream_timeouts"] += 1
