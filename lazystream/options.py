@@ -21,6 +21,7 @@ def resolve_options(config: Config) -> ResolveOptions:
         global_sidecar_namespaces=config.global_sidecar_namespaces(),
         enable_short_domain=config.general.enable_short_domain,
         workload_fences=workload_fences(config),
+        autofence=autofence_options(config) if config.general.auto_fence else None,
     )
 
 

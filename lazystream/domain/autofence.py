@@ -153,6 +153,29 @@ def desired_auto_fences(cluster: ClusterState, options: AutoFenceOptions) -> dic
     return desired
 
 
+def would_create(key: ObjectKey, cluster: ClusterState, options: AutoFenceOptions) -> bool:
+    """Whether autoFence wants the fence ``key`` under the current labels and config, whether or not it
+    exists yet: the same decision as :func:`desired_auto_fences`, for one key (the resolver asks it for
+    every caller, so it must not walk the cluster).
+
+    Why it matters: the leader creates the fences autoFence wants some time after a Service appears (after
+    it is elected, recovered and has listed the cluster), and records of such a Service may come first. The
+    resolver counts them as learned for a fence that is due, not as calls of an unfenced Service."""
+    if not options.enabled:
+        return False
+    service = cluster.services.get(key)
+    if service is not None and fenceable(service, cluster, options):
+        return True
+    workloads = options.workload_fences
+    if workloads is None or not _workload_namespace(key.namespace, cluster, options):
+        return False
+    return any(
+        p.ips and workloads.fence_of(p.namespace, p.labels) == key
+        for p in cluster.pods.values()
+        if p.namespace == key.namespace
+    )
+
+
 def _workload_namespace(name: str, cluster: ClusterState, options: AutoFenceOptions) -> bool:
     namespace = cluster.namespaces.get(name)
     return (

@@ -6,7 +6,8 @@ Each of lazystream's topics carries one kind of message (decisions §1.1):
   reads;
 - **edges**: learned-state changes (observe, seed, reset, expire, restore), keyed by fence;
 - **dead-letter**: the unreadable access records, verbatim, with ``lazystream-reason`` / ``-detail``
-  headers;
+  headers and ``lazystream-origin`` (``<access topic>/<partition>@<offset>``: a record read twice after a
+  crash is dead-lettered twice with the same origin);
 - **changelog**: the learned-state table's changelog, keyed by fence, each value the fence's whole state
   (host → first seen, last seen, count); an empty value is a deletion.
 
@@ -57,6 +58,8 @@ def decode(
         head = {k: _text(v) for k, v in headers}
         out["reason"] = head.get("lazystream-reason")
         out["detail"] = head.get("lazystream-detail")
+        if "lazystream-origin" in head:
+            out["origin"] = head["lazystream-origin"]
         out["value"] = _text(value)
     else:
         out.update(_changelog(value))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
+from lazystream.domain.autofence import AutoFenceOptions, would_create
 from lazystream.domain.cluster import GLOBAL_SIDECAR_SERVICE, ClusterState, ObjectKey, Service
 from lazystream.domain.hosts import HostProblem, ip_of, is_loopback, normalize_authority, service_fqdn
 from lazystream.domain.records import AccessRecord, RecordFormat
@@ -38,7 +39,10 @@ class Outcome(StrEnum):
     IGNORED_EMPTY_AUTHORITY = "ignored_empty_authority"
     IGNORED_IP_AUTHORITY = "ignored_ip_authority"
     IGNORED_NO_SOURCE = "ignored_no_source"
-    IGNORED_NO_FENCE = "ignored_no_fence"
+    HELD_NO_FENCE = "held_no_fence"
+    """The caller has no enabled fence, and autoFence would not create one: its edges are kept anyway,
+    under the key of the fence it would have (``<namespace>/<Service>``), so that a fence created or
+    enabled later starts with every dependency recorded since (Slime's cache keeps them the same way)."""
     REJECTED_INVALID_HOST = "rejected_invalid_host"
     REJECTED_GLOBAL_SIDECAR = "rejected_global_sidecar_host"
     REJECTED_NOT_ADMITTED = "rejected_not_admitted"
@@ -56,6 +60,8 @@ class ResolveOptions:
     """Also learn the short form of a host written short (Slime's ``enableShortDomain``)."""
     workload_fences: WorkloadFences | None = None
     """``fenceLabelKeyAlias``: calls are also charged to the caller pod's workload fence."""
+    autofence: AutoFenceOptions | None = None
+    """With autoFence on, a fence that autoFence would create counts as existing (it is due)."""
     global_sidecar_hosts: frozenset[str] = field(init=False, repr=False, compare=False)
     """The FQDNs of the global-sidecar Services, derived from the fields above."""
     _hash: int = field(init=False, repr=False, compare=False)
@@ -70,7 +76,8 @@ class ResolveOptions:
         }
         object.__setattr__(self, "global_sidecar_hosts", frozenset(hosts))
         fields = (self.cluster_domain, self.global_sidecar_namespaces, self.global_sidecar_service)
-        object.__setattr__(self, "_hash", hash((*fields, self.enable_short_domain, self.workload_fences)))
+        extra = (self.enable_short_domain, self.workload_fences, repr(self.autofence))
+        object.__setattr__(self, "_hash", hash((*fields, *extra)))
 
 
 class Edge(NamedTuple):
@@ -307,6 +314,15 @@ def _destination(host: str, namespace: str, cluster: ClusterState) -> tuple[str,
     return found
 
 
+def is_fenced(key: ObjectKey, cluster: ClusterState, options: ResolveOptions) -> bool:
+    """The one definition of "this caller is fenced", which ``render`` and the worker share: its fence
+    exists and is enabled, or it does not exist and autoFence would create it."""
+    fence = cluster.fences.get(key)
+    if fence is not None:
+        return fence.enabled
+    return options.autofence is not None and would_create(key, cluster, options.autofence)
+
+
 def _edges(
     record: AccessRecord,
     kind: ObservationKind,
@@ -316,6 +332,7 @@ def _edges(
     options: ResolveOptions,
 ) -> Resolution:
     edges: list[Edge] = []
+    held: list[Edge] = []  # of callers without an enabled fence (Outcome.HELD_NO_FENCE)
     last: Resolution | None = None
     for source in sources:
         full, is_admitted = _destination(host, source.namespace, cluster)
@@ -330,19 +347,24 @@ def _edges(
                 sources=_keys(sources),
             )
             continue
-        fence = cluster.fences.get(source.key)
-        if fence is None or not fence.enabled:
-            last = Resolution(
-                Outcome.IGNORED_NO_FENCE,
-                detail=f"no enabled fence {source.key}",
-                host=full,
-                sources=_keys(sources),
-            )
-            continue
         hosts = [full]
         if options.enable_short_domain and host != full:
             hosts.append(host)
-        edges += [Edge(fence.key, h, kind, source.key) for h in hosts]
+        charged = [Edge(source.key, h, kind, source.key) for h in hosts]
+        if is_fenced(source.key, cluster, options):
+            edges += charged
+        else:
+            held += charged
     if edges:
-        return Resolution(Outcome.LEARNED, edges=tuple(edges), host=edges[0].host, sources=_keys(sources))
+        return Resolution(
+            Outcome.LEARNED, edges=tuple(edges + held), host=edges[0].host, sources=_keys(sources)
+        )
+    if held:
+        return Resolution(
+            Outcome.HELD_NO_FENCE,
+            edges=tuple(held),
+            detail=f"no enabled fence {held[0].fence}: kept for one created later",
+            host=held[0].host,
+            sources=_keys(sources),
+        )
     return last or Resolution(Outcome.IGNORED_NO_SOURCE)

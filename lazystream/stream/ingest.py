@@ -161,8 +161,11 @@ class AccessIngest:
         topics, sent = self.config.topics, []
         for record, out in zip(records, results, strict=True):
             if isinstance(out, DeadLetter):
+                # where the record was read: a record read twice (at-least-once) is the same dead letter
+                origin = f"{record.topic}/{record.partition}@{record.offset}".encode()
+                headers = [*out.headers, ("lazystream-origin", origin)]
                 sent.append(
-                    await producer.send(topics.dead_letter, out.value, key=record.key, headers=out.headers)
+                    await producer.send(topics.dead_letter, out.value, key=record.key, headers=headers)
                 )
                 self.progress.dead_letters_sent += 1
                 continue

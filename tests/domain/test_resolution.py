@@ -122,7 +122,10 @@ DETAILS = "details.default.svc.cluster.local"
         pytest.param(text(peer="10.1.2.3:5"), Outcome.IGNORED_NO_SOURCE, [], id="ip-in-no-endpoints"),
         pytest.param(text(peer="not-an-ip"), Outcome.IGNORED_NO_SOURCE, [], id="peer-not-an-ip"),
         pytest.param(
-            text(peer="10.244.0.23:5"), Outcome.IGNORED_NO_FENCE, [], id="source-service-without-fence"
+            text(peer="10.244.0.23:5"),
+            Outcome.HELD_NO_FENCE,
+            [("default/reviews-v2", DETAILS, FALLBACK)],  # kept for a fence created later
+            id="source-service-without-fence",
         ),
         pytest.param(
             gs_record(peer_address="10.244.0.14:40000", authority="reviews"),
@@ -221,13 +224,18 @@ def test_an_ip_in_several_services_charges_every_fenced_one() -> None:
     )
     assert run(text(peer="10.244.5.5:1"), mesh) == (
         LEARNED,
-        [("default/shared-a", DETAILS, FALLBACK), ("default/shared-b", DETAILS, FALLBACK)],
+        [
+            ("default/shared-a", DETAILS, FALLBACK),
+            ("default/shared-b", DETAILS, FALLBACK),
+            ("default/shared-c", DETAILS, FALLBACK),  # disabled: held for when it is enabled
+        ],
     )
 
 
-def test_disabled_fence_learns_nothing() -> None:
+def test_disabled_fence_holds_its_edges() -> None:
+    """A disabled fence learns nothing now, but its edges are kept for when it is enabled again."""
     mesh = bookinfo().fence("productpage", enable=False).build()
-    assert run(text(), mesh) == (Outcome.IGNORED_NO_FENCE, [])
+    assert run(text(), mesh) == (Outcome.HELD_NO_FENCE, [("default/productpage", DETAILS, FALLBACK)])
 
 
 def test_fence_status_changes_keep_cached_resolutions_and_spec_changes_do_not() -> None:
@@ -248,11 +256,11 @@ def test_fence_status_changes_keep_cached_resolutions_and_spec_changes_do_not() 
     assert run(text(), mesh)[0] is LEARNED
 
     mesh.apply({**fence, "spec": {"enable": False}})
-    assert run(text(), mesh) == (Outcome.IGNORED_NO_FENCE, [])
+    assert run(text(), mesh)[0] is Outcome.HELD_NO_FENCE
     mesh.apply(fence)
     assert run(text(), mesh)[0] is LEARNED
     mesh.delete("ServiceFence", "default", "productpage")
-    assert run(text(), mesh) == (Outcome.IGNORED_NO_FENCE, [])
+    assert run(text(), mesh)[0] is Outcome.HELD_NO_FENCE
     mesh.delete("ServiceFence", "default", "productpage")  # absent: a no-op
 
 
