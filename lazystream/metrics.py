@@ -60,6 +60,8 @@ METRICS: dict[str, str] = {
     "lazystream_records_learned_total": "Access records that produced a dependency (an edge).",
     "lazystream_records_ignored_total": "Access records ignored, by reason (passthrough, IP authority, ...).",
     "lazystream_records_rejected_total": "Access records whose host was refused, by reason.",
+    "lazystream_records_held_total": "Access records of callers without an enabled fence, by reason: their "
+    "dependencies are kept for a fence created or enabled later.",
     "lazystream_records_dead_lettered_total": "Access records sent to the dead-letter topic, by reason.",
     "lazystream_edges_sent_total": "Edge messages produced onto the edges topic by the ingest.",
     "lazystream_edge_messages_total": "Edge messages handled by the table agent, by result.",
@@ -177,9 +179,15 @@ class LatencyTracker:
 
 
 def _split_outcomes(outcomes: Mapping[str, int]) -> dict[str, dict[str, int]]:
-    """The ingest's outcome keys (``learned``, ``ignored_<r>``, ``rejected_<r>``, ``dead_letter:<r>``) by
-    family and reason."""
-    out: dict[str, dict[str, int]] = {"learned": {}, "ignored": {}, "rejected": {}, "dead_letter": {}}
+    """The ingest's outcome keys (``learned``, ``ignored_<r>``, ``rejected_<r>``, ``held_<r>``,
+    ``dead_letter:<r>``) by family and reason."""
+    out: dict[str, dict[str, int]] = {
+        "learned": {},
+        "ignored": {},
+        "rejected": {},
+        "held": {},
+        "dead_letter": {},
+    }
     for key, count in outcomes.items():
         if key == "learned":
             out["learned"][""] = count
@@ -248,6 +256,7 @@ class WorkerCollector(Collector):
         for family_name, key in (
             ("lazystream_records_ignored_total", "ignored"),
             ("lazystream_records_rejected_total", "rejected"),
+            ("lazystream_records_held_total", "held"),
             ("lazystream_records_dead_lettered_total", "dead_letter"),
         ):
             family = _counter(family_name, ["reason"])

@@ -14,6 +14,7 @@ resets, explain) is served on ``web.port`` from the start, so probes answer duri
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import faulthandler
 import logging
 import os
@@ -35,6 +36,7 @@ from lazystream.domain import learned
 from lazystream.domain.autofence import fence_in_revision_scope
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import learned_from_metric_status
+from lazystream.domain.resolution import may_hold
 from lazystream.kafka_security import check_access
 from lazystream.kube import crds as crd_io
 from lazystream.kube.autofencer import AutoFencer
@@ -216,12 +218,19 @@ class Worker:
     def sweep_now(self) -> int | None:
         """The full sweep of every owned fence, now: the refresh tick's when one is due, and ``POST /sweep``
         (operators after changing many objects by hand, the scale benchmark to hold a sweep inside its
-        latency window). It counts as the last sweep, so the periodic one comes a full period later; how
-        many fences it scheduled, or None while the learned state cannot be read."""
+        latency window). It also drops learned state held for callers that are gone (:meth:`drop_orphans`).
+        It counts as the last sweep, so the periodic one comes a full period later; how many fences it
+        scheduled, or None while the learned state cannot be read."""
         if not self.ready.is_set() or not self.state_readable():
             return None
         self.sweeps.swept(self.app.rebalancing_count)
+        self.app.add_future(self._drop_orphans_logged())
         return self.schedule_owned()
+
+    async def _drop_orphans_logged(self) -> None:
+        dropped = await self.drop_orphans()
+        if dropped:
+            log.info("learned state dropped for %d callers that are gone", dropped)
 
     def memory_report(self, deep: bool, trim: bool) -> dict[str, Any]:
         """Where this worker's memory goes (``GET /debug/memory``): process and allocator figures, RocksDB's
@@ -395,6 +404,27 @@ class Worker:
             idle = learned.idle_hosts(state, now, ttl)
             if idle:
                 await self.stream.send_edge(key, learned.expire(idle, now, idle_before=now - ttl))
+                sent += 1
+        return sent
+
+    async def drop_orphans(self) -> int:
+        """Learned state held for callers that are gone (no fence, no Service, no workload fence due): a
+        reset through the edges topic for each owned one, so held state stays bounded by the callers that
+        exist. Run with every full sweep; returns how many were reset."""
+        options = resolve_options(self.config)
+        table = self.stream.table
+        keys = [k for k in contextvars.Context().run(lambda: list(table.keys())) if isinstance(k, bytes)]
+        with self.cache.reading():
+            state = self.cache.state
+            gone = [
+                key
+                for key in map(learned.parse_fence_key, keys)
+                if key is not None and self.in_scope(key) and not may_hold(key, state, options)
+            ]
+        sent = 0
+        for key in gone:
+            if self.stream.owns(key) and self.stream.learned_state(key):
+                await self.stream.send_edge(key, learned.reset(self.computer.clock()))
                 sent += 1
         return sent
 

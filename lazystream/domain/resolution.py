@@ -323,6 +323,12 @@ def is_fenced(key: ObjectKey, cluster: ClusterState, options: ResolveOptions) ->
     return options.autofence is not None and would_create(key, cluster, options.autofence)
 
 
+def may_hold(key: ObjectKey, cluster: ClusterState, options: ResolveOptions) -> bool:
+    """Whether learned state under ``key`` can still matter: its fence exists, or the caller it was held
+    for (a Service, or a workload fence autoFence wants) does. State for neither is dropped."""
+    return key in cluster.fences or key in cluster.services or is_fenced(key, cluster, options)
+
+
 def _edges(
     record: AccessRecord,
     kind: ObservationKind,

@@ -11,8 +11,10 @@ from lazystream.domain.autofence import (
     desired_auto_fences,
     plan,
     revision_in_scope,
+    would_create,
 )
 from lazystream.domain.cluster import ObjectKey
+from lazystream.domain.workloads import WorkloadFences
 from lazystream.testing import ClusterBuilder
 
 ON = AutoFenceOptions(enabled=True)
@@ -144,3 +146,40 @@ def test_plan_creates_deletes_and_never_touches_manual_fences() -> None:
 )
 def test_revision_scope(labels, revs, strict, expected) -> None:
     assert revision_in_scope(labels, AutoFenceOptions(istio_revs=revs, strict_rev=strict)) is expected
+
+
+@pytest.mark.parametrize(
+    ("ns_labels", "svc_labels", "default_fence"),
+    [
+        ({}, {}, False),
+        ({}, {}, True),
+        ({"slime.io/serviceFenced": "true"}, {}, False),
+        ({"slime.io/serviceFenced": "false"}, {}, True),
+        ({}, {"app": "web", "slime.io/serviceFenced": "true"}, False),
+        ({"slime.io/serviceFenced": "true"}, {"app": "web", "slime.io/serviceFenced": "false"}, True),
+    ],
+)
+def test_would_create_agrees_with_the_fences_autofence_wants(
+    ns_labels: dict, svc_labels: dict, default_fence: bool
+) -> None:
+    """The per-key question the resolver asks and the leader's whole-cluster answer never differ."""
+    cluster = mesh(ns_labels, svc_labels).build()
+    options = AutoFenceOptions(enabled=True, default_fence=default_fence)
+    wanted = set(desired_auto_fences(cluster, options))
+    for key in [*cluster.services, ObjectKey("shop", "nothing")]:
+        assert would_create(key, cluster, options) is (key in wanted), key
+    assert not would_create(ObjectKey("shop", "web"), cluster, AutoFenceOptions(default_fence=True))
+
+
+def test_would_create_workload_fences_only_for_running_pods() -> None:
+    workloads = WorkloadFences("tier", "role")
+    cluster = (
+        mesh()
+        .pod("front-1", "shop", labels={"tier": "front"}, ip="10.1.0.1")
+        .pod("back-1", "shop", labels={"tier": "back"})  # no IP: not running
+        .build()
+    )
+    options = AutoFenceOptions(enabled=True, workload_fences=workloads)
+    assert set(desired_auto_fences(cluster, options)) == {ObjectKey("shop", "role-front.workload.identity")}
+    assert would_create(ObjectKey("shop", "role-front.workload.identity"), cluster, options)
+    assert not would_create(ObjectKey("shop", "role-back.workload.identity"), cluster, options)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from lazystream.domain.autofence import AutoFenceOptions
 from lazystream.domain.cluster import ClusterState, ObjectKey
 from lazystream.domain.records import AccessRecord, parse_record
 from lazystream.domain.resolution import (
@@ -14,6 +15,7 @@ from lazystream.domain.resolution import (
     Outcome,
     ResolveOptions,
     UpstreamCluster,
+    may_hold,
     parse_cluster,
     resolve,
 )
@@ -337,3 +339,24 @@ def test_parse_cluster(name: str, expected: UpstreamCluster | None) -> None:
 
 def test_envoy_json_and_text_resolve_alike(mesh: ClusterState) -> None:
     assert run(envoy_json(upstream_cluster="inbound|80||"), mesh) == run(text(), mesh)
+
+
+def test_a_due_auto_fence_counts_as_fenced_before_it_exists() -> None:
+    """autoFence would create productpage's fence: its records are learned before the leader writes it."""
+    cluster = bookinfo().build()
+    cluster.delete("ServiceFence", "default", "productpage")
+    autofence = AutoFenceOptions(enabled=True, default_fence=True, excluded_namespaces=frozenset())
+    assert ObjectKey("default", "productpage") not in cluster.fences
+    assert run(text(), cluster, autofence=autofence) == (
+        LEARNED,
+        [("default/productpage", DETAILS, FALLBACK)],
+    )
+    assert run(text(), cluster)[0] is Outcome.HELD_NO_FENCE  # autoFence off: held for a later fence
+
+
+def test_held_state_matters_while_its_fence_or_its_caller_exists() -> None:
+    cluster = bookinfo().fence("orphan").build()
+    options = ResolveOptions()
+    assert may_hold(ObjectKey("default", "orphan"), cluster, options)  # a fence, without a Service
+    assert may_hold(ObjectKey("default", "reviews-v2"), cluster, options)  # a Service without a fence
+    assert not may_hold(ObjectKey("default", "deleted"), cluster, options)  # neither: dropped

@@ -85,11 +85,6 @@ def lease_holder(kube_api: client.ApiClient, namespace: str) -> str | None:
 
 
 @pytest.fixture
-def core(kube_api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(kube_api)
-
-
-@pytest.fixture
 def workers() -> Iterator[list[WorkerProcess]]:
     started: list[WorkerProcess] = []
     yield started

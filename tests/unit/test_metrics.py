@@ -53,7 +53,7 @@ def stand_in_worker() -> Any:
             {
                 "learned": 5,
                 "ignored_ip_authority": 2,
-                "ignored_no_fence": 1,
+                "held_no_fence": 1,
                 "rejected_not_admitted": 3,
                 "dead_letter:invalid_json": 4,
                 "dead_letter:too_large": 1,
@@ -129,6 +129,7 @@ async def test_every_listed_metric_is_exposed_with_the_counters_values() -> None
     assert got[("lazystream_access_records_total", ())] == 16
     assert got[("lazystream_records_learned_total", ())] == 5
     assert got[("lazystream_records_ignored_total", (("reason", "ip_authority"),))] == 2
+    assert got[("lazystream_records_held_total", (("reason", "no_fence"),))] == 1
     assert got[("lazystream_records_rejected_total", (("reason", "not_admitted"),))] == 3
     assert got[("lazystream_records_dead_lettered_total", (("reason", "invalid_json"),))] == 4
     assert got[("lazystream_hosts_learned_total", (("via", "observation"),))] == 3
