@@ -35,7 +35,7 @@ from lazystream.domain.fences import (
     label_selector_matches,
 )
 from lazystream.domain.learned import LearnedHost
-from lazystream.domain.sidecars import sidecar_hosts
+from lazystream.domain.sidecars import sidecar_hosts, sidecar_withheld
 
 
 class Reason(StrEnum):
@@ -103,6 +103,8 @@ class FenceExplanation:
     rejected: tuple[Rejection, ...]
     left_out: tuple[Rejection, ...] = ()
     """Hosts of the fence that its Sidecar leaves out, because Istio's validation would refuse them."""
+    no_sidecar: str | None = None
+    """Why the fence has no Sidecar (disabled, nothing to select, a selector Istio would refuse)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form served by the admin API (camelCase keys, times in ISO 8601 UTC)."""
@@ -114,6 +116,7 @@ class FenceExplanation:
             "hosts": [_host_dict(h) for h in self.hosts],
             "rejected": [{"host": r.host, "reason": r.reason} for r in self.rejected],
             "leftOut": [{"host": r.host, "reason": r.reason} for r in self.left_out],
+            "noSidecar": self.no_sidecar,
         }
 
 
@@ -230,6 +233,7 @@ def explain_fence(
         hosts=hosts,
         rejected=tuple(rejections),
         left_out=tuple(Rejection(host, reason) for host, reason in sorted(left_out.items())),
+        no_sidecar=sidecar_withheld(fence, cluster, options),
     )
 
 

@@ -3,8 +3,9 @@ validating webhook (which refuses a whole Sidecar for one bad host, freezing tha
 
 Sidecar egress hosts are ``namespace/dnsName``: the namespace part is ``*``, ``.``, ``~`` or a DNS-1123
 label; the name part is ``*``, or a fully qualified name, or a wildcard ``*.suffix``. Short names (a single
-label) are refused ("short names (non FQDN) are not allowed"). These are the rules Istio's
-``pkg/config/validation`` applies to that field, written anew.
+label) are refused ("short names (non FQDN) are not allowed"). A ``workloadSelector``'s labels are
+Kubernetes label keys and values without wildcards. These are the rules Istio's ``pkg/config/validation``
+applies to those fields, written anew.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 
 _LABEL = re.compile(r"[a-zA-Z0-9](?:[-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?")
 _NAMESPACE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
 
 
 def dns_name_problem(name: str) -> str | None:
@@ -38,3 +41,21 @@ def egress_host_problem(entry: str) -> str | None:
     if namespace not in ("*", ".", "~") and _NAMESPACE.fullmatch(namespace) is None:
         return f"namespace {namespace[:63]!r} is not *, ., ~ or a DNS-1123 label"
     return dns_name_problem(name)
+
+
+def workload_selector_problem(labels: dict[str, str]) -> str | None:
+    """Why Istio would refuse ``workloadSelector.labels``, or None. Empty labels are refused here too: a
+    Sidecar without a selector applies to every workload of its namespace, never what a fence means."""
+    if not labels:
+        return "no labels (the Sidecar would apply to the whole namespace)"
+    for key, value in sorted(labels.items()):
+        if "*" in key or "*" in value:
+            return f"label {key!r}: wildcards are not allowed in a workload selector"
+        prefix, slash, name = key.rpartition("/")
+        if slash and (len(prefix) > 253 or _SUBDOMAIN.fullmatch(prefix) is None):
+            return f"label key {key[:80]!r}: the prefix is not a DNS subdomain"
+        if _LABEL_NAME.fullmatch(name) is None:
+            return f"label key {key[:80]!r} is not a valid label name"
+        if value and _LABEL_NAME.fullmatch(value) is None:
+            return f"label {key[:63]!r}: value {value[:80]!r} is not a valid label value"
+    return None

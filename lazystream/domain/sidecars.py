@@ -15,7 +15,7 @@ from lazystream.domain.fences import (
     Origin,
     global_sidecar_fqdn,
 )
-from lazystream.domain.istio_rules import egress_host_problem
+from lazystream.domain.istio_rules import egress_host_problem, workload_selector_problem
 
 SIDECAR_API_VERSION = "networking.istio.io/v1alpha3"
 FENCE_API_VERSION = "microservice.slime.io/v1alpha1"
@@ -83,6 +83,19 @@ def egress_hosts(fence: FenceObject, domains: Mapping[str, Domain], options: Fen
     return sidecar_hosts(fence, domains, options).hosts
 
 
+def sidecar_withheld(fence: FenceObject, cluster: ClusterState, options: FenceOptions) -> str | None:
+    """Why the fence has no Sidecar, or None when it has one: disabled, no workload to select, or a
+    workload selector Istio would refuse (lazystream never writes what istiod's webhook refuses, and a
+    Sidecar without a selector would fence the whole namespace)."""
+    if not fence.spec.enable:
+        return "the fence is disabled"
+    labels = workload_labels(fence, cluster, options)
+    if labels is None:
+        return f"spec.workloadSelector.fromService: Service {fence.key} is missing or selects nothing"
+    problem = workload_selector_problem(labels)
+    return f"spec.workloadSelector: {problem}" if problem else None
+
+
 def workload_labels(
     fence: FenceObject, cluster: ClusterState, options: FenceOptions
 ) -> dict[str, str] | None:
@@ -104,12 +117,10 @@ def render_sidecar(
     options: FenceOptions,
     egress: EgressHosts | None = None,
 ) -> dict[str, Any] | None:
-    """The Sidecar of an enabled fence, or None when the fence is disabled or selects no workload.
+    """The Sidecar of an enabled fence, or None when it has none (:func:`sidecar_withheld` says why).
     ``egress``: its hosts when the caller has computed them (:func:`sidecar_hosts`)."""
-    if not fence.spec.enable:
-        return None
     labels = workload_labels(fence, cluster, options)
-    if labels is None:
+    if labels is None or sidecar_withheld(fence, cluster, options) is not None:
         return None
     metadata: dict[str, Any] = {"name": fence.name, "namespace": fence.namespace}
     if REVISION_LABEL in fence.labels:

@@ -8,7 +8,7 @@ import pytest
 from lazystream.domain.cluster import ClusterState
 from lazystream.domain.explain import explain_fence
 from lazystream.domain.fences import FenceOptions, fence_from_object
-from lazystream.domain.istio_rules import egress_host_problem
+from lazystream.domain.istio_rules import egress_host_problem, workload_selector_problem
 from lazystream.domain.render import RenderOptions, render
 from lazystream.domain.resolution import ResolveOptions
 from lazystream.testing import ClusterBuilder
@@ -97,3 +97,39 @@ def test_every_rendered_sidecar_passes_istios_host_rule(short: bool) -> None:
         assert [h for h in hosts if egress_host_problem(h)] == []
         assert "*/ratings.default.svc.cluster.local" in hosts
         assert "*/*.ok.io" in hosts
+
+
+@pytest.mark.parametrize(
+    ("labels", "problem"),
+    [
+        ({"app": "web"}, None),
+        ({"app.kubernetes.io/name": "web", "version": ""}, None),
+        ({"example.com/tier": "front_end.v1"}, None),
+        ({}, "whole namespace"),
+        ({"app": "*"}, "wildcards"),
+        ({"app*": "web"}, "wildcards"),
+        ({"": "web"}, "not a valid label name"),
+        ({"app": "web server"}, "not a valid label value"),
+        ({"app": "-web"}, "not a valid label value"),
+        ({"app": "w" * 64}, "not a valid label value"),
+        ({"Example.com/tier": "front"}, "prefix is not a DNS subdomain"),
+        ({"a/b/c": "front"}, "prefix is not a DNS subdomain"),
+    ],
+)
+def test_workload_selector_rule(labels: dict[str, str], problem: str | None) -> None:
+    found = workload_selector_problem(labels)
+    assert found is None if problem is None else problem in (found or "")
+
+
+def test_a_fence_whose_selector_istio_would_refuse_gets_no_sidecar_and_explain_says_why() -> None:
+    builder = ClusterBuilder().service("web", "shop", ips=["10.9.0.1"])
+    builder.fence("web", "shop", workloadSelector={"labels": {"app": "web server"}})
+    builder.fence("open", "shop", workloadSelector={"fromService": True})  # no Service "open"
+    result = render(builder.objects(), [], RenderOptions(), NOW)
+    assert [o for o in result.items if o["kind"] == "Sidecar"] == []
+    cluster = ClusterState.from_objects(builder.objects())
+    fences = {o["metadata"]["name"]: o for o in builder.objects() if o["kind"] == "ServiceFence"}
+    web = explain_fence(fence_from_object(fences["web"]), None, cluster, FenceOptions(), NOW)
+    assert "not a valid label value" in (web.to_dict()["noSidecar"] or "")
+    other = explain_fence(fence_from_object(fences["open"]), None, cluster, FenceOptions(), NOW)
+    assert "missing or selects nothing" in (other.no_sidecar or "")

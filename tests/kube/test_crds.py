@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError
 
 from lazystream.kube import crds
-from lazystream.testing.crds import ISTIO_MANAGER
+from lazystream.kube.client import api_client
+from lazystream.testing.crds import ISTIO_MANAGER, install_test_crds
+from tests.fixtures.private import PrivateKube
 from tests.fixtures.servers import KubeServer
 from tests.fixtures.worker import LAZYSTREAM
 
@@ -65,3 +68,22 @@ def test_crds_apply_leaves_a_crd_it_does_not_own_alone(
     assert "updated" in fence_line
     with pytest.raises(DynamicApiError, match="unknown field"):  # still Istio's schema
         create_strict(kube_dynamic, sidecar(namespace, "after", notAField=True))
+
+
+@pytest.mark.timeout(240)
+def test_crds_apply_overwrite_replaces_a_crd_it_does_not_own(private_kube: PrivateKube) -> None:
+    """On an API server of the test's own (the shared one keeps Istio's schemas): ``--overwrite`` is the
+    one way lazystream replaces another owner's CRD, and says so."""
+    server = private_kube.server
+    with api_client(server.kubeconfig) as api:
+        install_test_crds(api)
+        dynamic = DynamicClient(api)
+        client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="t")))
+        argv = [LAZYSTREAM, "crds", "apply", "--from", str(LOOSE_SIDECAR), "--overwrite"]
+        result = subprocess.run([*argv, "--kubeconfig", str(server.kubeconfig)], capture_output=True,
+                                text=True, env=os.environ, timeout=60, check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        sidecar_line = next(line for line in result.stdout.splitlines() if line.startswith("sidecars."))
+        assert "updated" in sidecar_line
+        assert f"owned by {ISTIO_MANAGER}" in sidecar_line
+        create_strict(dynamic, sidecar("t", "loose", notAField=True))  # the loose schema took over
