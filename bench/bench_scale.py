@@ -208,9 +208,10 @@ def complete_sidecars(api: client.ApiClient, namespace: str, deps: int) -> int:
             return done
 
 
-def sweep(port: int) -> int:
-    """Start a full sweep on a worker (``POST /sweep``); how many fences it scheduled."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/sweep", method="POST")
+def sweep(port: int, headers: dict[str, str]) -> int:
+    """Start a full sweep on a worker (``POST /sweep``, with the kubeconfig's token in ``headers``); how
+    many fences it scheduled."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/sweep", method="POST", headers=headers)
     with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - a fixed http:// URL
         return int(json.loads(resp.read())["scheduled"])
 
@@ -221,11 +222,17 @@ def sweep_pending(port: int) -> int:
         return int(json.loads(resp.read())["pending"])
 
 
-def debug_memory(port: int) -> dict[str, Any]:
+def debug_memory(port: int, headers: dict[str, str]) -> dict[str, Any]:
     """A worker's memory report, then its RSS after ``malloc_trim`` (as ``trimmed_rss``)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/memory?deep=1", timeout=60) as resp:
+
+    def get(flag: str) -> Any:
+        url = f"http://127.0.0.1:{port}/debug/memory?{flag}=1"
+        request = urllib.request.Request(url, headers=headers)
+        return urllib.request.urlopen(request, timeout=60)  # noqa: S310 - a fixed http:// URL
+
+    with get("deep") as resp:
         report: dict[str, Any] = json.loads(resp.read())
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/memory?trim=1", timeout=60) as resp:
+    with get("trim") as resp:
         report["trimmed_rss"] = json.loads(resp.read())["process"]["rss"]
     return report
 
@@ -332,14 +339,14 @@ async def measure(
         if not figures.incomplete:
             mark = time.monotonic()
             ports = [int(env["LAZYSTREAM_WEB_PORT"]) for env in envs]
-            figures.swept = [sweep(port) for port in ports]
+            figures.swept = [sweep(port, auth_headers(api)) for port in ports]
             await latencies(figures, bootstrap, api, run_id, ips, ports, latency_seconds, latency_samples)
             figures.phases["latency"] = time.monotonic() - mark
         figures.rss_mb = [status_mb(p.pid) for p in procs]
         figures.peak_rss_mb = [status_mb(p.pid, "VmHWM") for p in procs]
         for env in envs:
             try:
-                figures.memory.append(debug_memory(int(env["LAZYSTREAM_WEB_PORT"])))
+                figures.memory.append(debug_memory(int(env["LAZYSTREAM_WEB_PORT"]), auth_headers(api)))
             except OSError as exc:  # a figure missing is no reason to lose the run's others
                 print(f"no memory report: {exc}", file=sys.stderr)
         figures.rocksdb_mb = du_mb(base)

@@ -12,12 +12,13 @@ relabels the path with where the value came from (a file line, an environment va
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
 import typing
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -50,6 +51,36 @@ class ConfigError(ValueError):
     def within(self, prefix: str) -> ConfigError:
         """The same error, for a key path relative to ``prefix``."""
         return ConfigError(join_path(prefix, self.key), self.reason)
+
+
+class ConfigErrors(ConfigError):
+    """Several invalid values, reported at once (a file with three mistakes needs one run, not three). It is
+    a :class:`ConfigError` whose key, reason and location are the first error's; ``errors`` has them all."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        flat: list[ConfigError] = []
+        for error in errors:
+            flat += error.errors if isinstance(error, ConfigErrors) else [error]
+        self.errors: list[ConfigError] = flat
+        first = flat[0]
+        super().__init__(first.key, first.reason, label=first.label, location=first.location)
+
+    def __str__(self) -> str:
+        if len(self.errors) == 1:
+            return str(self.errors[0])
+        return f"{len(self.errors)} problems:\n" + "\n".join(f"  {e}" for e in self.errors)
+
+    def within(self, prefix: str) -> ConfigError:
+        return ConfigErrors([e.within(prefix) for e in self.errors])
+
+
+def suggestion(key: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``known`` (case and separators aside), or ""."""
+    folded = {k.lower().replace("-", "").replace("_", ""): k for k in known}
+    near = difflib.get_close_matches(
+        key.lower().replace("-", "").replace("_", ""), list(folded), n=1, cutoff=0.75
+    )
+    return f"; did you mean {folded[near[0]]!r}?" if near else ""
 
 
 class ConfigWarning(UserWarning):
@@ -201,6 +232,8 @@ class Sources:
         warnings.warn(f"{text} ({location})" if location else text, ConfigWarning, stacklevel=4)
 
     def relabel(self, exc: ConfigError) -> ConfigError:
+        if isinstance(exc, ConfigErrors):
+            return ConfigErrors([self.relabel(e) for e in exc.errors])
         label, location = self.describe(exc.key)
         return ConfigError(exc.key, exc.reason, label=label, location=location)
 
@@ -325,21 +358,36 @@ def build(cls: type[T], value: Any, path: str, src: Sources) -> T:
     by_key = {yaml_key(f): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = type_hints(typing.cast(type, cls))
     kwargs: dict[str, Any] = {}
+    errors: list[ConfigError] = []
     for key, item in value.items():
         child = join_path(path, str(key))
         f = by_key.get(str(key))
         if f is None:
-            src.warn(child, "unknown key (ignored)")
+            hint = suggestion(str(key), by_key)
+            if path:
+                src.warn(child, f"unknown key (ignored){hint}")
+            else:  # a whole section would silently fall back to its defaults
+                known = hint or f" (known sections: {', '.join(by_key)})"
+                errors.append(ConfigError(child, f"unknown section{known}"))
             continue
         if f.metadata.get("deprecated") and item != f.default:
             src.warn(child, str(f.metadata["deprecated"]))
         if item is None or (item == "" and f.metadata.get("empty_is_default")):
             continue  # null means the default, as in Slime's protojson
-        kwargs[f.name] = convert(hints[f.name], item, child, src)
+        try:
+            kwargs[f.name] = convert(hints[f.name], item, child, src)
+        except ConfigError as exc:
+            errors.append(exc)
     for key, f in by_key.items():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and f.name not in kwargs:
-            fail(join_path(path, key), "is required")
+        if (
+            required
+            and f.name not in kwargs
+            and not any(e.key.startswith(join_path(path, key)) for e in errors)
+        ):
+            errors.append(ConfigError(join_path(path, key), "is required"))
+    if errors:
+        raise ConfigErrors(errors)
     try:
         return cls(**kwargs)
     except ConfigError as exc:

@@ -5,7 +5,7 @@ Endpoints (JSON in and out)::
     GET  /healthz                              200 {"status": "ok"} while the event loop answers (liveness)
     GET  /readyz                               200 / 503 {"ready": bool, "checks": {"<name>": bool, ...}}
     POST /fences/{namespace}/{name}/reset      202 {"reset": ["ns/name"]}; 404 for an unknown fence
-    POST /namespaces/{namespace}/reset         202 {"reset": [every fence of the namespace]}
+    POST /namespaces/{namespace}/reset         202 {"reset": [every fence of the namespace]}; 404: none
     GET  /fences/{namespace}/{name}/explain    200 the explanation (FenceExplanation.to_dict); 404 unknown
     GET  /lazyload/debug/svfReset?ns=N[&name=F] Slime's reset endpoint, same effect (for existing scripts)
     POST /sweep                                202 {"scheduled": n}: every fence this worker owns is
@@ -13,6 +13,11 @@ Endpoints (JSON in and out)::
     GET  /sweep                                200 {"pending": n}: fences of the sweeps under way not yet
                                                checked (0: every sweep is through)
     GET  /debug/memory[?deep=1][&trim=1]       200 where the worker's memory goes (:mod:`lazystream.memory`)
+
+Writes (the resets, Slime's reset, the sweep, and ``/debug/memory`` with ``deep`` or ``trim``) are
+authorised by the ``authorize`` hook when the worker sets one (``web.writeAuth: kubernetes``): a request
+without a bearer token, or with one the API server does not accept, is answered 401; one whose user may not
+update ServiceFences where it asks, 403.
 
 A reset is Slime's ``svfReset``: the fence forgets everything it learned. It is a ``reset`` message on the
 edges topic keyed by the fence (decisions §1.1: the table agent is the only writer of learned state), so it
@@ -51,6 +56,24 @@ FencesIn = Callable[[str], Iterable[ObjectKey]]
 """The fences of a namespace (from the watch cache)."""
 
 
+class Decision(Protocol):
+    """An authorisation decision (``lazystream.kube.access.Decision`` fits)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+Authorize = Callable[[str | None, str], Awaitable[Decision]]
+"""``authorize(bearer token or None, namespace)``: may the caller change learned state there ("" for
+every namespace)?"""
+
+
 @dataclass
 class AdminHooks:
     """What the admin API needs from the worker; all callables run on the event loop and must be quick."""
@@ -71,6 +94,8 @@ class AdminHooks:
     memory: Callable[[bool, bool], Mapping[str, Any]] | None = None
     """``memory(deep, trim)``: the worker's memory report (:func:`lazystream.memory.report`); ``deep``
     measures every structure (slow: seconds at 10k fences, under the cache's lock)."""
+    authorize: Authorize | None = None
+    """Authorises writes; None lets every caller write (``web.writeAuth: none``)."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -81,6 +106,28 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def _refused(hooks: AdminHooks, request: web.Request, namespace: str) -> web.Response | None:
+    """None when the caller may write in ``namespace`` ("" for all), else the response that says why."""
+    if hooks.authorize is None:
+        return None
+    decision = await hooks.authorize(bearer_token(request), namespace)
+    if decision.status == 200:
+        log.info("admin: %s %s by %s", request.method, request.path, decision.user)
+        return None
+    log.warning(
+        "admin: %s %s refused (%s): %s", request.method, request.path, decision.status, decision.reason
+    )
+    response = _error(decision.status, decision.reason)
+    if decision.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="lazystream"'
+    return response
 
 
 def create_admin_app(hooks: AdminHooks) -> web.Application:
@@ -102,19 +149,29 @@ def create_admin_app(hooks: AdminHooks) -> web.Application:
     @routes.post("/fences/{namespace}/{name}/reset")
     async def reset_fence(request: web.Request) -> web.Response:
         key = ObjectKey(request.match_info["namespace"], request.match_info["name"])
+        if refused := await _refused(hooks, request, key.namespace):
+            return refused
         if key not in set(hooks.fences_in(key.namespace)):
             return _error(404, f"no ServiceFence {key}")
         return await _reset(hooks, [key])
 
     @routes.post("/namespaces/{namespace}/reset")
     async def reset_namespace(request: web.Request) -> web.Response:
-        return await _reset(hooks, sorted(hooks.fences_in(request.match_info["namespace"])))
+        namespace = request.match_info["namespace"]
+        if refused := await _refused(hooks, request, namespace):
+            return refused
+        fences = sorted(hooks.fences_in(namespace))
+        if not fences:
+            return _error(404, f"no ServiceFences in namespace {namespace}")
+        return await _reset(hooks, fences)
 
     @routes.get("/lazyload/debug/svfReset")
     async def slime_reset(request: web.Request) -> web.Response:
         namespace, name = request.query.get("ns", ""), request.query.get("name", "")
         if not namespace:
             return _error(400, "the ns query parameter is required")
+        if refused := await _refused(hooks, request, namespace):
+            return refused
         fences = sorted(hooks.fences_in(namespace))
         if name:
             fences = [k for k in fences if k.name == name]
@@ -137,6 +194,8 @@ def create_admin_app(hooks: AdminHooks) -> web.Application:
     async def sweep(request: web.Request) -> web.Response:
         if hooks.sweep is None:
             return _error(404, "this process sweeps no fences")
+        if refused := await _refused(hooks, request, ""):
+            return refused
         scheduled = hooks.sweep()
         if scheduled is None:
             return _error(503, "the learned state cannot be read now (starting, rebalancing or stopping)")
@@ -153,6 +212,8 @@ def create_admin_app(hooks: AdminHooks) -> web.Application:
         if hooks.memory is None:
             return _error(404, "no memory report in this process")
         flags = {name: request.query.get(name, "") in ("1", "true") for name in ("deep", "trim")}
+        if any(flags.values()) and (refused := await _refused(hooks, request, "")):
+            return refused  # deep holds the cache's lock for seconds, trim works the allocator
         return _json(hooks.memory(flags["deep"], flags["trim"]))
 
     app = web.Application()

@@ -360,13 +360,13 @@ def _parse_time(value: str | None) -> float:
     "--access-log",
     "access_log",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Access-log records, one per line, in any format lazystream reads.",
 )
 @click.option(
     "--cluster",
     required=True,
-    type=click.Path(path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
     help="Kubernetes objects: a multi-document YAML file or a directory of them (List kinds unwrapped).",
 )
 @config_option
@@ -388,23 +388,34 @@ def render(access_log: Path, cluster: Path, config_file: Path | None, output: st
     """
     from lazystream.domain.cluster import ClusterObjectError
     from lazystream.domain.render import render as render_objects
-    from lazystream.inputs import InputError, load_cluster, read_access_log
+    from lazystream.inputs import InputError, numbered_access_log, read_cluster
     from lazystream.options import render_options
 
     config = load(config_file)
     try:
-        objects = load_cluster(cluster)
-        result = render_objects(
-            objects, read_access_log(access_log), render_options(config), _parse_time(now)
-        )
+        found = read_cluster(cluster)
+        lines = list(numbered_access_log(access_log))
+        records = [record for _, record in lines]
+        result = render_objects(found.objects, records, render_options(config), _parse_time(now))
     except (InputError, ClusterObjectError) as exc:
         raise click.ClickException(str(exc)) from exc
+    for warning in found.warnings():
+        click.echo(f"warning: {warning}", err=True)
+    dead = [f"line {lines[i][0]}: {reason}" for i, reason in result.dead_letters]
+    if records and len(result.dead_letters) == len(records):
+        raise click.ClickException(
+            f"{access_log}: none of its {len(records)} records is an access log record lazystream reads "
+            f"({'; '.join(dead[:3])})"
+        )
     if output == "json":
         click.echo(json.dumps({"items": result.items}, indent=2))
     else:
         click.echo(yaml.safe_dump_all(result.items, sort_keys=False, default_flow_style=False), nl=False)
     summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(result.outcomes.items()))
     click.echo(f"records: {summary or 'none'}", err=True)
+    if dead:
+        more = sum(n for o, n in result.outcomes.items() if o.startswith("dead_letter")) - len(dead[:10])
+        click.echo(f"dead letters: {', '.join(dead[:10])}{f' and {more} more' if more > 0 else ''}", err=True)
 
 
 def _admin_url(admin_url: str | None, config_file: Path | None) -> str:
@@ -422,14 +433,24 @@ def _fence_ref(value: str) -> tuple[str, str]:
     return namespace, name
 
 
-def _admin_request(url: str, method: str = "GET") -> tuple[int, dict[str, Any]]:
+def _admin_token(token: str | None, config_file: Path | None) -> str | None:
+    """``--token``, else the token of the kubeconfig's current user (or the pod's ServiceAccount)."""
+    if token:
+        return token
+    from lazystream.kube.client import bearer_token
+
+    return bearer_token(load(config_file).kube.kubeconfig)
+
+
+def _admin_request(url: str, method: str = "GET", token: str | None = None) -> tuple[int, dict[str, Any]]:
     """One request to the admin API; its status and JSON body (HTTP errors carry JSON too)."""
     import urllib.error
     import urllib.request
 
     if not url.startswith(("http://", "https://")):
         raise click.UsageError(f"--admin-url must be an http(s) URL, got {url!r}")
-    request = urllib.request.Request(url, method=method)  # noqa: S310 - the scheme is checked above
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 - checked above
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - checked above
             return int(response.status), json.loads(response.read() or b"{}")
@@ -449,6 +470,16 @@ def admin_url_option(func: F) -> F:
         envvar="LAZYSTREAM_ADMIN_URL",
         help="Base URL of a worker's admin API [env: LAZYSTREAM_ADMIN_URL; default: from web.host and "
         "web.port of the configuration].",
+    )(func)
+
+
+def token_option(func: F) -> F:
+    return click.option(
+        "--token",
+        envvar="LAZYSTREAM_ADMIN_TOKEN",
+        help="Bearer token for the admin API's writes; the worker asks the API server whether its user may "
+        "update ServiceFences there [env: LAZYSTREAM_ADMIN_TOKEN; default: the kubeconfig's token, or the "
+        "pod's ServiceAccount token].",
     )(func)
 
 
@@ -499,6 +530,8 @@ def explain(fence: str, admin_url: str | None, config_file: Path | None, output:
     sources = {"table": "learned state with times", "status": "learned hosts from status.metricStatus"}
     source = sources.get(str(body.get("learnedSource")), "")
     click.echo(f"ServiceFence {body.get('fence')} ({state}, {made}; {source})")
+    if body.get("noSidecar"):
+        click.echo(f"No Sidecar: {body['noSidecar']}")
     print_table(
         ["HOST", "STATUS", "SIDECAR", "WHY", "FIRST SEEN", "LAST SEEN", "COUNT"],
         [
@@ -531,8 +564,9 @@ def explain(fence: str, admin_url: str | None, config_file: Path | None, output:
 @main.command()
 @click.argument("target", metavar="NAMESPACE[/NAME]")
 @admin_url_option
+@token_option
 @config_option
-def reset(target: str, admin_url: str | None, config_file: Path | None) -> None:
+def reset(target: str, admin_url: str | None, token: str | None, config_file: Path | None) -> None:
     """Forget what a fence (NAMESPACE/NAME) or every fence of a namespace (NAMESPACE) has learned.
 
     Slime's svfReset: a reset message goes onto the edges topic for each fence, through a running worker's
@@ -544,7 +578,7 @@ def reset(target: str, admin_url: str | None, config_file: Path | None) -> None:
         url = f"{base}/fences/{namespace}/{name}/reset"
     else:
         url = f"{base}/namespaces/{target}/reset"
-    status, body = _admin_request(url, method="POST")
+    status, body = _admin_request(url, method="POST", token=_admin_token(token, config_file))
     if status != 202:
         raise click.ClickException(str(body.get("error") or f"HTTP {status}"))
     fences = body.get("reset") or []

@@ -89,7 +89,7 @@ def _kind(config: Config, topic: str) -> TopicKind:
 @click.option("--from-beginning", is_flag=True, help="Start at the first retained record.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new records until interrupted.")
 @click.option("--key", help="Only records with this key (a fence, namespace/name, on edges and changelog).")
-@click.option("--partition", type=int, help="Only this partition.")
+@click.option("--partition", type=click.IntRange(min=0), help="Only this partition.")
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after printing this many records.")
 @click.option(
     "--last",
@@ -129,6 +129,11 @@ def tail(
         raise click.UsageError("give --since or --from-beginning, not both")
     config = _config(config_file, kafka_bootstrap)
     kind = _kind(config, topic)
+    if key is not None and kind in (TopicKind.ACCESS, TopicKind.DEAD_LETTER):
+        raise click.UsageError(
+            f"--key selects edges and changelog records by fence; {kind.value} records carry no key",
+            ctx=click.get_current_context(),
+        )
     request = TailRequest(
         kind=kind,
         since=_since(since),

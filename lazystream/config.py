@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 from lazystream._configloader import (
     ConfigError,
+    ConfigErrors,
     ConfigWarning,
     Origin,
     Setting,
@@ -61,6 +62,7 @@ from lazystream._configloader import (
     meta,
     parse_env,
     read_yaml,
+    suggestion,
     walk_settings,
 )
 from lazystream.templates import (
@@ -79,6 +81,7 @@ __all__ = [
     "SLIME_MISC_DEFAULTS",
     "Config",
     "ConfigError",
+    "ConfigErrors",
     "ConfigWarning",
     "Dispatch",
     "DomainAlias",
@@ -124,6 +127,7 @@ SLIME_MISC_DEFAULTS: Mapping[str, str] = {
 GlobalSidecarMode = Literal["cluster", "namespace"]
 MetricSourceType = Literal["accesslog", "prometheus"]
 PartitionKey = Literal["fence", "namespace"]
+WriteAuth = Literal["kubernetes", "none"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
 LogFormat = Literal["text", "json"]
@@ -905,6 +909,12 @@ class WebSettings:
     port: int = 6066
     """Port to bind."""
 
+    write_auth: WriteAuth = "kubernetes"
+    """Who may reset learned state or start a sweep through the admin API. ``kubernetes``: a caller sends
+    ``Authorization: Bearer <token>``; the API server says who it is (TokenReview) and whether it may
+    ``update`` ServiceFences in the namespace, or in every namespace for a sweep (SubjectAccessReview).
+    ``none``: anyone who reaches the port (a local demo only)."""
+
     def __post_init__(self) -> None:
         if not self.host:
             fail("host", "is required")
@@ -1365,7 +1375,8 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, tuple[Any, Origin]]:
         elif var in _RETIRED_ENV:
             warnings.warn(f"{var} is no longer read: use {_RETIRED_ENV[var]}", ConfigWarning, stacklevel=3)
         elif var.startswith(sections):
-            warnings.warn(f"{var}: unknown setting (ignored)", ConfigWarning, stacklevel=3)
+            hint = suggestion(var, by_env)
+            warnings.warn(f"{var}: unknown setting (ignored){hint}", ConfigWarning, stacklevel=3)
     return layer
 
 
@@ -1394,8 +1405,10 @@ def load_config(
     "web.port": 7000}`` (YAML keys or Python attribute names, ``kafka.appId`` or ``kafka.app_id``); a None
     value means "not given", which suits optional command-line options.
 
-    Raises :class:`ConfigError` naming the key (or environment variable) of the first invalid value, and warns
-    (:class:`ConfigWarning`) about unknown and deprecated keys.
+    Raises :class:`ConfigError` naming the key (or environment variable) of an invalid value, or
+    :class:`ConfigErrors` (a ConfigError) naming every one when there are several; an unknown section is an
+    error, with the closest known one as a suggestion. Warns (:class:`ConfigWarning`) about unknown keys
+    within a section (with a suggestion) and deprecated keys.
     """
     environ = os.environ if environ is None else environ
     if path is None and environ.get(CONFIG_ENV):

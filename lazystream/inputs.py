@@ -3,11 +3,16 @@ and why."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from lazystream.domain.cluster import ClusterObjectError, ClusterState
+from lazystream.domain.fences import fence_from_object
 
 CLUSTER_KINDS = frozenset(
     {
@@ -38,14 +43,67 @@ def cluster_files(path: Path) -> list[Path]:
     return [path]
 
 
+@dataclass
+class ClusterInput:
+    """The objects of ``--cluster``, each checked, and what was skipped."""
+
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    """Kinds lazystream does not read → where each such object is (``file: document N``)."""
+
+    def warnings(self) -> list[str]:
+        return [
+            f"skipped {len(places)} {kind} object(s) (lazystream does not read them): {', '.join(places[:3])}"
+            for kind, places in sorted(self.skipped.items())
+        ]
+
+
 def load_cluster(path: Path) -> list[dict[str, Any]]:
+    """Kubernetes objects from one multi-document YAML file or a directory of them (see
+    :func:`read_cluster`)."""
+    return read_cluster(path).objects
+
+
+def read_cluster(path: Path) -> ClusterInput:
     """Kubernetes objects from one multi-document YAML file or a directory of them; ``List`` kinds are
-    unwrapped; kinds lazystream does not read are skipped."""
-    objects: list[dict[str, Any]] = []
+    unwrapped; kinds lazystream does not read are skipped and reported. Each object is checked as the
+    worker reads it, so an error names its file and document; a kind one letter away from one lazystream
+    reads (``Servce``) and the same object twice are errors too."""
+    found = ClusterInput()
+    seen: dict[tuple[str, str, str], str] = {}
     for file in cluster_files(path):
-        for where, obj in _documents(file):
-            objects += _unwrap(obj, where)
-    return objects
+        for where, document in _documents(file):
+            for place, obj in _unwrap(document, where):
+                kind = obj["kind"]
+                if kind not in CLUSTER_KINDS:
+                    _check_kind(kind, place)
+                    found.skipped.setdefault(kind, []).append(place)
+                    continue
+                _check_object(obj, place)
+                meta = obj["metadata"]
+                key = (kind, str(meta.get("namespace", "")), meta["name"])
+                if key in seen:
+                    name = f"{key[1]}/{key[2]}" if key[1] else key[2]
+                    raise InputError(f"{place}: {kind} {name} again (first at {seen[key]})")
+                seen[key] = place
+                found.objects.append(obj)
+    return found
+
+
+def _check_kind(kind: str, where: str) -> None:
+    near = difflib.get_close_matches(kind, sorted(CLUSTER_KINDS), n=1, cutoff=0.8)
+    if near:
+        raise InputError(f"{where}: unknown kind {kind!r}; did you mean {near[0]!r}?")
+
+
+def _check_object(obj: dict[str, Any], where: str) -> None:
+    """Read the object as the worker would; a malformed field is an error at its place."""
+    try:
+        ClusterState().apply(obj)
+        if obj["kind"] == "ServiceFence":
+            fence_from_object(obj)
+    except ClusterObjectError as exc:
+        raise InputError(f"{where}: {exc}") from exc
 
 
 def _documents(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -71,7 +129,7 @@ def _documents(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield where, document
 
 
-def _unwrap(obj: dict[str, Any], where: str) -> list[dict[str, Any]]:
+def _unwrap(obj: dict[str, Any], where: str) -> list[tuple[str, dict[str, Any]]]:
     kind = obj.get("kind")
     if not isinstance(kind, str):
         raise InputError(f"{where}: no kind")
@@ -87,21 +145,28 @@ def _unwrap(obj: dict[str, Any], where: str) -> list[dict[str, Any]]:
                 item = {**item, "kind": kind.removesuffix("List")}
             out += _unwrap(item, f"{where}: items[{i}]")
         return out
-    if kind not in CLUSTER_KINDS:
-        return []
-    meta = obj.get("metadata")
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
-        raise InputError(f"{where}: {kind} without metadata.name")
-    return [obj]
+    if kind in CLUSTER_KINDS:
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+            raise InputError(f"{where}: {kind} without metadata.name")
+    return [(where, obj)]
 
 
 def read_access_log(path: Path) -> Iterator[bytes]:
-    """One record per line (any format of decisions §2); blank lines are skipped."""
+    """One record per line (any format lazystream reads); blank lines are skipped."""
+    for _, record in numbered_access_log(path):
+        yield record
+
+
+def numbered_access_log(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, record) for each non-blank line, so that a bad record can be named by its line."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc}") from exc
     with handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             if line.strip():
-                yield line.rstrip(b"\r\n")
+                yield number, line.rstrip(b"\r\n")

@@ -39,6 +39,7 @@ from lazystream.domain.fences import learned_from_metric_status
 from lazystream.domain.resolution import may_hold
 from lazystream.kafka_security import check_access
 from lazystream.kube import crds as crd_io
+from lazystream.kube.access import AccessReviewer
 from lazystream.kube.autofencer import AutoFencer
 from lazystream.kube.client import api_client
 from lazystream.kube.fallback import FallbackKeeper
@@ -213,6 +214,7 @@ class Worker:
             sweep=self.sweep_now,
             sweep_pending=lambda: self.sink.sweep_pending,
             memory=self.memory_report,
+            authorize=AccessReviewer(self.api).review if self.config.web.write_auth == "kubernetes" else None,
         )
 
     def sweep_now(self) -> int | None:

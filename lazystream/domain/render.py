@@ -25,6 +25,7 @@ from lazystream.domain.resolution import ResolveOptions, resolve
 from lazystream.domain.sidecars import render_sidecar
 
 KIND_ORDER = {"ServiceFence": 0, "Sidecar": 1, "EnvoyFilter": 2}
+DEAD_LETTERS_KEPT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ class RenderResult:
     items: list[dict[str, Any]]
     outcomes: Counter[str]
     """Records by outcome: ``learned``, ``ignored_*``, ``rejected_*``, or ``dead_letter:<reason>``."""
+    dead_letters: list[tuple[int, str]] = field(default_factory=list)
+    """(position in the records, 0-based; reason) of the first :data:`DEAD_LETTERS_KEPT` dead letters."""
 
 
 def _sort_key(obj: Mapping[str, Any]) -> tuple[int, str, str]:
@@ -87,11 +90,14 @@ def render(
             cluster.apply(obj)
 
     outcomes: Counter[str] = Counter()
+    dead: list[tuple[int, str]] = []
     learned: dict[ObjectKey, set[str]] = defaultdict(set)
-    for data in records:
+    for position, data in enumerate(records):
         record = parse_record(data, max_bytes=options.max_record_bytes)
         if not isinstance(record, AccessRecord):
             outcomes[f"dead_letter:{record.problem}"] += 1
+            if len(dead) < DEAD_LETTERS_KEPT:
+                dead.append((position, str(record.problem)))
             continue
         result = resolve(record, cluster, options.resolve)
         outcomes[result.outcome] += 1
@@ -112,4 +118,4 @@ def render(
             items.append(sidecar)
     items += envoyfilters.render_envoy_filters(fallback_ports(cluster, options), options.fallback)
     items.sort(key=_sort_key)
-    return RenderResult(items, outcomes)
+    return RenderResult(items, outcomes, dead)

@@ -52,3 +52,25 @@ def _bounded(api: client.ApiClient) -> client.ApiClient:
 def dynamic_client(api: client.ApiClient) -> DynamicClient:
     """A discovery-backed client for custom resources (ServiceFence, Sidecar, ...)."""
     return DynamicClient(api)
+
+
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def bearer_token(kubeconfig: Path | None = None) -> str | None:
+    """The bearer token the kubeconfig's current user authenticates with (a static token, or what its exec
+    or auth-provider plugin returns), else the pod's ServiceAccount token; None when there is neither (a
+    client certificate cannot be forwarded to a worker's admin API)."""
+    settings = type.__call__(client.Configuration)
+    try:
+        config.load_kube_config(
+            config_file=str(kubeconfig) if kubeconfig else None, client_configuration=settings
+        )
+    except (config.ConfigException, OSError, TypeError):
+        try:
+            return SERVICE_ACCOUNT_TOKEN.read_text().strip() or None
+        except OSError:
+            return None
+    auth = settings.api_key.get("authorization") or settings.api_key.get("BearerToken") or ""
+    token = auth.removeprefix("Bearer ").strip()
+    return token or None

@@ -78,13 +78,15 @@ async def tail(
     topic = topic_names(config)[request.kind]
     emitted = 0
     async with kafka.admin_client(config) as admin:
-        all_tps = await kafka.partitions_of(admin, topic)
+        tps = await kafka.partitions_of(admin, topic)
+    if request.partition is not None:  # before a consumer exists: nothing to stop half-started
+        wanted = [tp for tp in tps if tp.partition == request.partition]
+        if not wanted:
+            raise kafka.OpsError(
+                f"topic {topic!r} has no partition {request.partition} (it has 0-{len(tps) - 1})"
+            )
+        tps = wanted
     async with kafka.reader(config) as consumer:
-        tps = all_tps
-        if request.partition is not None:
-            tps = [tp for tp in tps if tp.partition == request.partition]
-            if not tps:
-                raise kafka.OpsError(f"topic {topic!r} has no partition {request.partition}")
         consumer.assign(tps)
         starts = await _start_offsets(consumer, tps, request)
         for tp, offset in starts.items():

@@ -10,10 +10,12 @@ learned Sidecar. Then, from the audit log: no request of that identity was denie
 the rules, and every (rule, verb, resource) was used, except those listed in NOT_YET_EXERCISED below.
 The leader's duties run too: its Lease, autoFence (a labelled Service fenced, then unfenced), the fallback
 EnvoyFilter and the global-sidecar's ConfigMap and Service (created beforehand as deploy/ creates them).
+Last, an operator resets a fence through the admin API, which has the worker review the operator's token.
 """
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -246,6 +248,17 @@ async def test_the_worker_flow_under_deploy_rbac_uses_every_rule_and_is_never_de
             "the auto-fence and its Sidecar removed",
             worker=worker,
         )
+        # an operator's reset through the admin API: the worker reviews the operator's token
+        operator = dict(env, KUBECONFIG=str(kube_server.kubeconfig))
+        admin = f"http://127.0.0.1:{env['LAZYSTREAM_WEB_PORT']}"
+        reset = subprocess.run(
+            [LAZYSTREAM, "reset", f"{namespace}/productpage", "--admin-url", admin],
+            env=operator,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert reset.returncode == 0, reset.stderr
     finally:
         code = worker.stop()
     assert code == 0, worker.output()[-3000:]

@@ -19,6 +19,7 @@ from kubernetes.dynamic import DynamicClient
 
 from lazystream.config import load_config
 from lazystream.domain.render import render
+from lazystream.kube.client import bearer_token
 from lazystream.options import render_options
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from tests.fixtures.kafka import delete_topics
@@ -84,7 +85,9 @@ def test_a_fence_written_later_starts_with_what_its_caller_called_before(
         core.delete_namespaced_service("gone", namespace)
         time.sleep(2)  # the watch
         request = urllib.request.Request(
-            f"http://127.0.0.1:{env['LAZYSTREAM_WEB_PORT']}/sweep", method="POST"
+            f"http://127.0.0.1:{env['LAZYSTREAM_WEB_PORT']}/sweep",
+            method="POST",
+            headers={"Authorization": f"Bearer {bearer_token(kube_server.kubeconfig)}"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 202

@@ -270,3 +270,20 @@ async def test_waiting_for_topics_names_those_the_brokers_do_not_list(
             await wait_visible(admin, [f"{fresh_name}-never-created"], timeout=1.0)
     finally:
         await admin.close()
+
+
+def test_tail_usage_errors_are_one_line_naming_the_fix(env: dict[str, str]) -> None:
+    """No traceback: a partition the topic does not have, a negative one, and --key on a keyless topic."""
+    cli(env, "topics", "create")
+    missing = cli(env, "tail", "access", "--partition", "9", check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [
+        f"Error: topic '{env['LAZYSTREAM_TOPICS_ACCESS']}' has no partition 9 (it has 0-2)"
+    ]
+    negative = cli(env, "tail", "access", "--partition", "-1", check=False)
+    assert negative.returncode == 2
+    assert "Traceback" not in negative.stderr
+    assert "-1 is not in the range x>=0" in negative.stderr
+    keyed = cli(env, "tail", "access", "--key", "shop/cart", check=False)
+    assert keyed.returncode == 2
+    assert "access records carry no key" in keyed.stderr

@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kubernetes.dynamic import DynamicClient
 
+from lazystream.kube.client import bearer_token
 from lazystream.testing import ClusterBuilder
 from tests.fixtures.kube import AuditLog
 from tests.fixtures.processes import WorkerProcess
@@ -124,7 +125,11 @@ async def test_tutorial_scenario_end_to_end(
         assert writes <= 3
 
         # a sweep on demand recomputes every fence of the worker and, nothing having changed, writes nothing
-        sweep = urllib.request.Request(f"http://127.0.0.1:{env['LAZYSTREAM_WEB_PORT']}/sweep", method="POST")
+        sweep = urllib.request.Request(
+            f"http://127.0.0.1:{env['LAZYSTREAM_WEB_PORT']}/sweep",
+            method="POST",
+            headers={"Authorization": f"Bearer {bearer_token(kube_server.kubeconfig)}"},
+        )
         with urllib.request.urlopen(sweep, timeout=10) as response:
             assert response.status == 202
             scheduled = json.loads(response.read())["scheduled"]

@@ -17,6 +17,7 @@ from lazystream.cli import main
 from lazystream.config import (
     Config,
     ConfigError,
+    ConfigErrors,
     ConfigWarning,
     Dispatch,
     DomainAlias,
@@ -579,20 +580,23 @@ def test_overrides_take_yaml_keys_or_attribute_names(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "env", "warnings_"),
     [
-        ("general:\n  autoFenceX: true\n", {}, ["general.autoFenceX: unknown key (ignored) (FILE:2)"]),
-        ("kafak:\n  bootstrap: x:1\n", {}, ["kafak: unknown key (ignored) (FILE:1)"]),
+        (
+            "general:\n  autoFenceX: true\n",
+            {},
+            ["general.autoFenceX: unknown key (ignored); did you mean 'autoFence'? (FILE:2)"],
+        ),
         (
             "general:\n  dispatches:\n    - name: a\n      domains: [x]\n"
             "      cluster: PassthroughCluster\n      clsuter: y\n",
             {},
-            ["general.dispatches[0].clsuter: unknown key (ignored) (FILE:6)"],
+            ["general.dispatches[0].clsuter: unknown key (ignored); did you mean 'cluster'? (FILE:6)"],
         ),
         (
             "apiVersion: config.netease.com/v1alpha1\nkind: SlimeBoot\nspec:\n  module:\n"
             "    - kind: lazyload\n"
             "      general:\n        autoFenceX: true\n",
             {},
-            ["spec.module[0].general.autoFenceX: unknown key (ignored) (FILE:7)"],
+            ["spec.module[0].general.autoFenceX: unknown key (ignored); did you mean 'autoFence'? (FILE:7)"],
         ),
         (
             "general:\n  disableIpv4Passthrough: true\n",
@@ -602,7 +606,7 @@ def test_overrides_take_yaml_keys_or_attribute_names(tmp_path: Path) -> None:
         (
             "general:\n  disableIpv4Passthrough: false\n  autoFenceX: 1\n",
             {},
-            ["general.autoFenceX: unknown key (ignored) (FILE:3)"],
+            ["general.autoFenceX: unknown key (ignored); did you mean 'autoFence'? (FILE:3)"],
         ),
         ("web:\n  port: 1\n  port: 2\n", {}, ["web.port: duplicate key; the last one counts (FILE:3)"]),
         (
@@ -619,7 +623,10 @@ def test_overrides_take_yaml_keys_or_attribute_names(tmp_path: Path) -> None:
         (
             None,
             {"LAZYSTREAM_KAFKA_BOOTSTRAPS": "x:1"},
-            ["LAZYSTREAM_KAFKA_BOOTSTRAPS: unknown setting (ignored)"],
+            [
+                "LAZYSTREAM_KAFKA_BOOTSTRAPS: unknown setting (ignored); "
+                "did you mean 'LAZYSTREAM_KAFKA_BOOTSTRAP'?"
+            ],
         ),
         (
             None,
@@ -649,6 +656,20 @@ def test_unknown_and_deprecated_keys_are_warned_about(
     with pytest.warns(ConfigWarning) as caught:
         load_config(path, env)
     assert [str(w.message) for w in caught] == [w.replace("FILE", str(path)) for w in warnings_]
+
+
+def test_every_problem_is_reported_at_once_and_an_unknown_section_is_one(tmp_path: Path) -> None:
+    path = write(tmp_path, "genral:\n  autoFence: true\nweb:\n  port: nope\ntopics:\n  partitions: -1\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(path, {})
+    assert [str(e) for e in caught.value.errors] == [
+        f"genral: unknown section; did you mean 'general'? ({path}:1)",
+        f"web.port: expected an integer, got string 'nope' ({path}:4)",
+        f"topics.partitions: must be at least 1, got -1 ({path}:6)",
+    ]
+    assert str(caught.value).startswith("3 problems:\n  genral: unknown section")
+    with pytest.raises(ConfigError, match=r"^xyz: unknown section \(known sections: general, global, "):
+        load_config(write(tmp_path, "xyz: {}\n"), {})
 
 
 def test_other_lazystream_variables_are_not_settings() -> None:
@@ -1173,7 +1194,10 @@ def test_config_show_reports_warnings_and_errors(tmp_path: Path) -> None:
     path = write(tmp_path, "general: {autoFenceX: true}\n")
     result = CliRunner().invoke(main, ["config", "show", "--config", str(path)])
     assert result.exit_code == 0
-    assert f"warning: general.autoFenceX: unknown key (ignored) ({path}:1)" in result.stderr
+    assert (
+        f"warning: general.autoFenceX: unknown key (ignored); did you mean 'autoFence'? ({path}:1)"
+        in result.stderr
+    )
     result = CliRunner().invoke(main, ["config", "show"], env={"LAZYSTREAM_WEB_PORT": "http"})
     assert result.exit_code == 2
     assert "LAZYSTREAM_WEB_PORT: 'http' is not an integer" in result.stderr

@@ -94,16 +94,81 @@ def test_bad_cluster_files_are_reported_with_place_and_reason(
 
 
 def test_missing_inputs(tmp_path: Path) -> None:
-    result = run("--access-log", str(tmp_path / "nope.log"), "--cluster", str(tmp_path))
+    log = tmp_path / "a.log"
+    log.write_text("\n")
+    result = run("--access-log", str(log), "--cluster", str(tmp_path))
     assert result.exit_code == 1
     assert "no .yaml, .yml or .json files" in result.stderr
     (tmp_path / "c.yaml").write_text("kind: Namespace\nmetadata: {name: x}\n")
-    result = run("--access-log", str(tmp_path / "nope.log"), "--cluster", str(tmp_path))
-    assert "nope.log: cannot read" in result.stderr
-    assert run("--access-log", "x", "--cluster", str(tmp_path), "--now", "soon").exit_code == 2
+    # every missing file the same way: a usage error naming the option and the path
+    for option, args in [
+        ("--access-log", ["--access-log", str(tmp_path / "nope.log"), "--cluster", str(tmp_path)]),
+        ("--cluster", ["--access-log", str(log), "--cluster", str(tmp_path / "nope.yaml")]),
+        ("--config", ["--access-log", str(log), "--cluster", str(tmp_path), "--config", "/nope.yaml"]),
+    ]:
+        result = run(*args)
+        assert result.exit_code == 2, option
+        assert f"Invalid value for '{option}'" in result.stderr
+        assert "does not exist" in result.stderr
+    assert run("--access-log", str(log), "--cluster", str(tmp_path), "--now", "soon").exit_code == 2
 
 
 def test_help_names_every_option() -> None:
     result = CliRunner().invoke(main, ["render", "--help"])
     for option in ("--access-log", "--cluster", "--config", "--output", "--now"):
         assert option in result.output
+
+
+def test_a_typo_in_a_kind_is_an_error_other_kinds_are_reported(inputs: tuple[Path, Path]) -> None:
+    log, cluster = inputs
+    (cluster / "c.yaml").write_text(
+        "kind: ConfigMap\nmetadata: {name: settings, namespace: default}\n---\n"
+        "kind: Servce\nmetadata: {name: cart, namespace: default}\n"
+    )
+    result = run("--access-log", str(log), "--cluster", str(cluster))
+    assert result.exit_code == 1
+    assert (
+        f"{cluster / 'c.yaml'}: document 2: unknown kind 'Servce'; did you mean 'Service'?" in result.stderr
+    )
+    (cluster / "c.yaml").write_text("kind: ConfigMap\nmetadata: {name: settings, namespace: default}\n")
+    result = run("--access-log", str(log), "--cluster", str(cluster))
+    assert result.exit_code == 0, result.stderr
+    assert "warning: skipped 1 ConfigMap object(s) (lazystream does not read them): " in result.stderr
+    assert f"{cluster / 'c.yaml'}: document 1" in result.stderr
+
+
+def test_an_object_twice_and_a_bad_field_name_their_place(inputs: tuple[Path, Path]) -> None:
+    log, cluster = inputs
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "shop"},
+               "spec": {"selector": {"app": "s"}, "ports": [{"port": 80}]}}  # fmt: skip
+    (cluster / "c.yaml").write_text(yaml.safe_dump_all([service, service]))
+    result = run("--access-log", str(log), "--cluster", str(cluster))
+    assert result.exit_code == 1
+    assert (
+        f"{cluster / 'c.yaml'}: document 2: Service shop/s again (first at {cluster / 'c.yaml'}: document 1)"
+        in (result.stderr)
+    )
+    service["spec"]["ports"] = [{"port": "eighty"}]
+    (cluster / "c.yaml").write_text(yaml.safe_dump_all([service]))
+    result = run("--access-log", str(log), "--cluster", str(cluster))
+    assert result.exit_code == 1
+    assert f"{cluster / 'c.yaml'}: document 1: Service shop/s: spec.ports[0].port" in result.stderr
+
+
+def test_dead_letters_name_their_lines_and_garbage_is_an_error(
+    inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    log, cluster = inputs
+    log.write_text(log.read_text() + '{"half": \n\nnot a record\n')
+    result = run("--access-log", str(log), "--cluster", str(cluster))
+    assert result.exit_code == 0, result.stderr
+    lines = len(TUTORIAL_LINES)
+    assert (
+        f"dead letters: line {lines + 2}: invalid_json, line {lines + 4}: unrecognised_line" in result.stderr
+    )
+    garbage = tmp_path / "garbage.log"
+    garbage.write_bytes(bytes(range(256)) * 16)
+    result = run("--access-log", str(garbage), "--cluster", str(cluster))
+    assert result.exit_code == 1
+    assert "none of its" in result.stderr
+    assert "is an access log record lazystream reads (line 1:" in result.stderr
