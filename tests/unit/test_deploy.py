@@ -15,7 +15,7 @@ import yaml
 from lazystream.config import ConfigWarning, GlobalSidecarSettings, WebSettings, load_config
 from lazystream.domain import wormhole
 from lazystream.ops.topics import TopicKind, changelog_topic, topic_names
-from tests.fixtures.deploy import DEPLOY, OVERLAYS, find, render
+from tests.fixtures.deploy import DEPLOY, OVERLAYS, find, render, render_with
 from tests.fixtures.servers import REPO
 
 WORKLOAD_KINDS = {"StatefulSet", "Deployment", "DaemonSet"}
@@ -219,7 +219,9 @@ def test_rbac_is_bound_where_the_objects_are(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_kafka_topics_match_what_the_worker_uses(overlay: str, tmp_path: Path) -> None:
-    objects = render(overlay)
+    """The Strimzi KafkaTopics are a component: without it an overlay applies where Strimzi does not run."""
+    assert not [o for o in render(overlay) if o["kind"] == "KafkaTopic"]
+    objects = render_with(overlay, "kafka-topics", workdir=tmp_path)
     config = overlay_config(objects, tmp_path)
     topics = {o["spec"]["topicName"]: o["spec"] for o in objects if o["kind"] == "KafkaTopic"}
     names = topic_names(config)
@@ -269,3 +271,34 @@ def test_every_workload_runs_as_non_root_without_privilege_escalation() -> None:
             for container in pod["containers"]:
                 assert container["securityContext"]["allowPrivilegeEscalation"] is False
                 assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nothing_on_the_data_path_runs_alone(overlay: str, tmp_path: Path) -> None:
+    """Two global-sidecars and two workers, spread over nodes, each with a PodDisruptionBudget; the admin
+    port behind a NetworkPolicy; the PodMonitor a component for the Prometheus operator."""
+    objects = render(overlay)
+    for kind, name in (("Deployment", "global-sidecar"), ("StatefulSet", "lazystream")):
+        for workload in (o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name):
+            assert workload["spec"]["replicas"] >= 2
+            spread = workload["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+            terms = spread["preferredDuringSchedulingIgnoredDuringExecution"]
+            assert terms[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+            budgets = [
+                o
+                for o in objects
+                if o["kind"] == "PodDisruptionBudget"
+                and o["metadata"].get("namespace") == workload["metadata"].get("namespace")
+                and o["spec"]["selector"] == workload["spec"]["selector"]
+            ]
+            assert len(budgets) == 1, (kind, name)
+    policy = find(objects, "NetworkPolicy", "lazystream-admin")
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "lazystream"}}
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    assert not [o for o in objects if o["kind"] == "PodMonitor"]
+    (monitor,) = [
+        o for o in render_with(overlay, "monitoring", workdir=tmp_path) if o["kind"] == "PodMonitor"
+    ]
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "admin", "path": "/metrics", "interval": "30s"}
+    ]
