@@ -108,9 +108,17 @@ def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
 
 
+TOKEN_HEADER = "X-Lazystream-Token"  # noqa: S105 - a header's name
+"""Where the caller's token is when the request comes through the API server's pod proxy, which removes
+the ``Authorization`` header it authenticated (``lazystream.kube.workers``)."""
+
+
 def bearer_token(request: web.Request) -> str | None:
+    """``Authorization: Bearer <token>``, else :data:`TOKEN_HEADER`."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get(TOKEN_HEADER, "").strip() or None
 
 
 async def _refused(hooks: AdminHooks, request: web.Request, namespace: str) -> web.Response | None:

@@ -279,9 +279,7 @@ def crds_apply(kubeconfig: Path | None, sources: tuple[Path, ...], overwrite: bo
                 s.name,
                 s.kind,
                 ",".join(s.versions),
-                f"left alone (owned by {s.owner}; --overwrite replaces it)"
-                if s.action == "left alone"
-                else s.action,
+                _crd_action(s),
                 "yes" if s.established else "no",
             )
             for s in statuses
@@ -418,6 +416,51 @@ def render(access_log: Path, cluster: Path, config_file: Path | None, output: st
         click.echo(f"dead letters: {', '.join(dead[:10])}{f' and {more} more' if more > 0 else ''}", err=True)
 
 
+WORKER_SELECTOR = "app=lazystream"
+"""The labels of the worker pods (deploy/'s StatefulSet)."""
+
+
+def _ask_workers(
+    path: str,
+    *,
+    admin_url: str | None,
+    config_file: Path | None,
+    method: str = "GET",
+    token: str | None = None,
+    owner: bool = False,
+) -> tuple[int, dict[str, Any], str]:
+    """Ask a worker's admin API: at ``--admin-url`` when given, else through the API server's proxy to the
+    worker pods (labels :data:`WORKER_SELECTOR` in the Lease's namespace), else at the configured
+    ``web.host:web.port``. With ``owner``, the answer of the worker that holds the fence's learned state
+    (``learnedSource: table``) is preferred. Returns the status, the JSON body and whom it came from."""
+    if admin_url:
+        base = _admin_url(admin_url, config_file)
+        return (*_admin_request(f"{base}/{path}", method, token), base)
+    config = load(config_file)
+    from kubernetes.config import ConfigException
+
+    from lazystream.admin import TOKEN_HEADER
+    from lazystream.kube.client import api_client
+    from lazystream.kube.workers import NoWorkers, find_workers, proxy
+
+    headers = {TOKEN_HEADER: token} if token else {}
+
+    try:
+        with api_client(config.kube.kubeconfig) as api:
+            pods = find_workers(api, config.lease_namespace, WORKER_SELECTOR, config.web.port)
+            answers: list[tuple[int, dict[str, Any], str]] = []
+            for pod in pods:
+                status, body = proxy(api, pod, path, method=method, headers=headers)
+                answers.append((status, body, f"pod {pod.namespace}/{pod.name}"))
+                if status < 500 and (not owner or body.get("learnedSource") == "table" or status != 200):
+                    return answers[-1]
+            ok = [a for a in answers if a[0] < 500]
+            return (ok or answers)[0]
+    except (ConfigException, NoWorkers, OSError):
+        base = _admin_url(None, config_file)  # no cluster or no worker pods: a worker on this machine
+        return (*_admin_request(f"{base}/{path}", method, token), base)
+
+
 def _admin_url(admin_url: str | None, config_file: Path | None) -> str:
     if admin_url:
         return admin_url.rstrip("/")
@@ -468,7 +511,8 @@ def admin_url_option(func: F) -> F:
     return click.option(
         "--admin-url",
         envvar="LAZYSTREAM_ADMIN_URL",
-        help="Base URL of a worker's admin API [env: LAZYSTREAM_ADMIN_URL; default: from web.host and "
+        help="Base URL of a worker's admin API [env: LAZYSTREAM_ADMIN_URL; default: the worker pods "
+        f"({WORKER_SELECTOR} in the Lease's namespace) through the API server's proxy, else web.host and "
         "web.port of the configuration].",
     )(func)
 
@@ -490,7 +534,8 @@ def _why_text(why: Sequence[Mapping[str, str]]) -> str:
 
 
 def _seen(value: str | None) -> str:
-    return value.replace("T", " ").removesuffix("Z") if value else "-"
+    """An ISO 8601 UTC time as ``2026-12-07 10:00:00 UTC`` (to the second: a table is read, not parsed)."""
+    return f"{value.replace('T', ' ').removesuffix('Z')[:19]} UTC" if value else "-"
 
 
 @main.command()
@@ -515,10 +560,11 @@ def explain(fence: str, admin_url: str | None, config_file: Path | None, output:
     rejected hosts (not admitted, invalid) follow, with their reason.
     """
     namespace, name = _fence_ref(fence)
-    base = _admin_url(admin_url, config_file)
-    status, body = _admin_request(f"{base}/fences/{namespace}/{name}/explain")
+    status, body, via = _ask_workers(
+        f"fences/{namespace}/{name}/explain", admin_url=admin_url, config_file=config_file, owner=True
+    )
     if status != 200:
-        raise click.ClickException(str(body.get("error") or f"HTTP {status}"))
+        raise click.ClickException(f"{body.get('error') or f'HTTP {status}'} (asked {via})")
     if output == "json":
         click.echo(json.dumps(body, indent=2))
         return
@@ -529,7 +575,7 @@ def explain(fence: str, admin_url: str | None, config_file: Path | None, output:
     made = "auto-created" if body.get("autoCreated") else "manual"
     sources = {"table": "learned state with times", "status": "learned hosts from status.metricStatus"}
     source = sources.get(str(body.get("learnedSource")), "")
-    click.echo(f"ServiceFence {body.get('fence')} ({state}, {made}; {source})")
+    click.echo(f"ServiceFence {body.get('fence')} ({state}, {made}; {source}; from {via})")
     if body.get("noSidecar"):
         click.echo(f"No Sidecar: {body['noSidecar']}")
     print_table(
@@ -572,17 +618,31 @@ def reset(target: str, admin_url: str | None, token: str | None, config_file: Pa
     Slime's svfReset: a reset message goes onto the edges topic for each fence, through a running worker's
     admin API; the Sidecars shrink to their static hosts once the worker has applied it.
     """
-    base = _admin_url(admin_url, config_file)
     if "/" in target:
         namespace, name = _fence_ref(target)
-        url = f"{base}/fences/{namespace}/{name}/reset"
+        path = f"fences/{namespace}/{name}/reset"
     else:
-        url = f"{base}/namespaces/{target}/reset"
-    status, body = _admin_request(url, method="POST", token=_admin_token(token, config_file))
+        path = f"namespaces/{target}/reset"
+    status, body, via = _ask_workers(
+        path,
+        admin_url=admin_url,
+        config_file=config_file,
+        method="POST",
+        token=_admin_token(token, config_file),
+    )
     if status != 202:
-        raise click.ClickException(str(body.get("error") or f"HTTP {status}"))
+        raise click.ClickException(f"{body.get('error') or f'HTTP {status}'} (asked {via})")
     fences = body.get("reset") or []
     click.echo(f"reset {len(fences)} fence(s): {', '.join(fences) or 'none'}")
+
+
+def _crd_action(status: Any) -> str:
+    """What ``crds apply`` did to one CRD, naming the owner of one it left alone or overwrote."""
+    if status.action == "left alone":
+        return f"left alone (owned by {status.owner}; --overwrite replaces it)"
+    if status.action == "updated" and status.owner not in ("", "lazystream"):
+        return f"overwritten (was owned by {status.owner})"
+    return str(status.action)
 
 
 def run() -> None:

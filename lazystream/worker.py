@@ -70,6 +70,8 @@ TRIM_SECONDS = 60.0
 """Seconds between the worker's returns of free allocator memory to the kernel (``malloc_trim``)."""
 SPARE_CONNECTIONS = 4
 """API-server connections a worker keeps besides one per watched kind and the sink's (see ``Worker``)."""
+IDLE_REPORT_SECONDS = 60.0
+"""How often an idle worker repeats its unchanged counters line."""
 FULL_SWEEP_TICKS = 30
 """Every this many refresh ticks, every owned fence is recomputed (the sink skips what is unchanged)."""
 
@@ -101,6 +103,21 @@ class SweepSchedule:
         """A full sweep was made at this tick, after ``rebalances`` rebalances."""
         self.swept_at = self.ticks
         self.rebalances = rebalances
+
+
+@dataclass
+class CountersLine:
+    """When the worker logs its counters line: when it changed (checked every 5 s), and once every
+    :data:`IDLE_REPORT_SECONDS` while idle, so an idle worker's log does not fill with copies of one line."""
+
+    last: str = ""
+    at: float = float("-inf")
+
+    def due(self, text: str, now: float) -> bool:
+        if text == self.last and now - self.at < IDLE_REPORT_SECONDS:
+            return False
+        self.last, self.at = text, now
+        return True
 
 
 class Worker:
@@ -499,9 +516,13 @@ class Worker:
                     for key in list(worker.computer.timed):
                         worker.sink.schedule(key)
 
+        line = CountersLine()
+
         @app.timer(interval=5.0)
         async def report() -> None:
-            log.info("lazystream: %s", worker.summary())
+            text = worker.summary()
+            if line.due(text, time.monotonic()):
+                log.info("lazystream: %s", text)
 
         @app.timer(interval=TRIM_SECONDS)
         async def trim_memory() -> None:

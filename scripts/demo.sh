@@ -50,7 +50,8 @@ print("namespace $DEMO_NAMESPACE")
 PY
 
 step "lazystream worker"
-"$PY/lazystream" worker > "$RUN_DIR/worker.log" 2>&1 &
+: > "$RUN_DIR/worker.log"  # exists before the first grep below, whenever the worker starts writing
+"$PY/lazystream" worker >> "$RUN_DIR/worker.log" 2>&1 &
 worker_pid=$!
 for _ in $(seq 1 480); do
   grep -q "lazystream ready" "$RUN_DIR/worker.log" && break
@@ -64,4 +65,8 @@ step "Traffic: A → global-sidecar → B, and A's Sidecar learning B"
 DEMO_LOG_DIR=$RUN_DIR "$PY/python" scripts/demo_traffic.py
 echo
 echo "API server: $(grep -m1 'server:' "$KUBECONFIG" | awk '{print $2}')  (KUBECONFIG=$KUBECONFIG)"
-echo "Kafka: $LAZYSTREAM_KAFKA_BOOTSTRAP   Set LAZYSTREAM_DEMO_KEEP=1 to keep the servers running."
+if [ "${LAZYSTREAM_DEMO_KEEP:-0}" = 1 ]; then
+  echo "Kafka: $LAZYSTREAM_KAFKA_BOOTSTRAP   The servers keep running (LAZYSTREAM_DEMO_KEEP=1): scripts/infra/servers.sh down stops them."
+else
+  echo "Kafka: $LAZYSTREAM_KAFKA_BOOTSTRAP   Set LAZYSTREAM_DEMO_KEEP=1 to keep the servers running."
+fi

@@ -225,7 +225,10 @@ async def test_unknown_fences_and_bad_requests(harness: Harness) -> None:
     assert (await harness.get("/fences/default/nope/explain"))[0] == 404
     assert (await harness.get("/lazyload/debug/svfReset"))[0] == 400
     assert (await harness.get("/lazyload/debug/svfReset?ns=default&name=nope"))[0] == 404
-    assert await harness.post("/namespaces/empty/reset") == (202, {"reset": []})
+    assert await harness.post("/namespaces/empty/reset") == (
+        404,
+        {"error": "no ServiceFences in namespace empty"},
+    )
     assert harness.table.applied == 0  # nothing was sent
 
 
@@ -239,7 +242,9 @@ async def test_explain_lists_recent_rejections_and_the_cli_prints_them(harness: 
 
     table = await _cli("explain", "default/ratings", "--admin-url", harness.server.url)
     lines = table.splitlines()
-    assert lines[0] == "ServiceFence default/ratings (enabled, manual; learned state with times)"
+    assert lines[0] == (
+        f"ServiceFence default/ratings (enabled, manual; learned state with times; from {harness.server.url})"
+    )
     assert lines[1].split() == ["HOST", "STATUS", "SIDECAR", "WHY", "FIRST", "SEEN", "LAST", "SEEN", "COUNT"]
     assert any(line.startswith(DETAILS) and "spec.host (stable)" in line for line in lines)
     assert "x.example.com" in table

@@ -98,3 +98,10 @@ def test_crds_apply_reports_a_directory_without_manifests(tmp_path: Path) -> Non
     )
     assert result.exit_code == 1
     assert f"no CRD manifests (*.yaml) in {tmp_path}" in result.output
+
+
+def test_explain_times_are_to_the_second_with_their_zone() -> None:
+    from lazystream.cli import _seen
+
+    assert _seen("2027-01-15T07:58:20.123Z") == "2027-01-15 07:58:20 UTC"
+    assert _seen(None) == "-"

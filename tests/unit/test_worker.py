@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lazystream.worker import FULL_SWEEP_TICKS, SweepSchedule
+from lazystream.worker import FULL_SWEEP_TICKS, IDLE_REPORT_SECONDS, CountersLine, SweepSchedule
 
 
 def sweeping_ticks(schedule: SweepSchedule, rebalances_at: dict[int, int], ticks: int) -> list[int]:
@@ -40,3 +40,12 @@ def test_a_sweep_that_could_not_run_is_made_at_the_next_tick() -> None:
     schedule.swept(rebalances=1)
     schedule.tick()
     assert not schedule.due(rebalances=1)
+
+
+def test_the_counters_line_is_logged_when_it_changes_and_once_a_minute_while_idle() -> None:
+    line = CountersLine()
+    assert line.due("1 learned", 0.0)
+    assert not line.due("1 learned", 5.0)  # idle: the same line is not repeated every 5 s
+    assert line.due("2 learned", 10.0)
+    assert not line.due("2 learned", 10.0 + IDLE_REPORT_SECONDS - 1)
+    assert line.due("2 learned", 10.0 + IDLE_REPORT_SECONDS)
