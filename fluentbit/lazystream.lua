@@ -8,8 +8,8 @@
 --   * a global-sidecar line or record: the caller's IP (`downstream_remote_address` of the istio-proxy's
 --     inbound line, `peer_address` of lazystream's records) without the port; when that is loopback (the
 --     proxy behind its own sidecar), the caller's certificate principal (`peer_principal`) instead.
--- Records with none of these keep no key (Kafka then spreads them). The worker re-keys by fence anyway
--- (decisions §1.1); a stable key keeps one caller's records in order on one partition.
+-- Records with none of these keep no key (Kafka then spreads them). The worker re-keys by fence anyway;
+-- a stable key keeps one caller's records in order on one partition.
 
 local function strip_port(address)
   if type(address) ~= "string" or address == "" or address == "-" then

@@ -20,7 +20,7 @@ without a bearer token, or with one the API server does not accept, is answered 
 update ServiceFences where it asks, 403.
 
 A reset is Slime's ``svfReset``: the fence forgets everything it learned. It is a ``reset`` message on the
-edges topic keyed by the fence (decisions §1.1: the table agent is the only writer of learned state), so it
+edges topic keyed by the fence (the table agent is the only writer of learned state), so it
 is ordered with the fence's observations and reaches whichever worker holds the fence. The API answers 202
 once the message is handed to the producer; the Sidecar shrinks when the table agent has applied it.
 

@@ -305,7 +305,7 @@ def uninstall(
 
     Stop the workers first (e.g. scale the StatefulSet to 0), or they write the objects again. The
     objects are found from the API server, by lazystream's field manager (sink.fieldManager) in their
-    managedFields, so nothing depends on a worker's memory. Order (decisions §1.2): Sidecars first, so
+    managedFields, so nothing depends on a worker's memory. Order: Sidecars first, so
     workloads get the full mesh config back; then the ServiceFences lazystream created (created-by label);
     then the fallback EnvoyFilters; last the global-sidecar Services and ConfigMaps only lazystream wrote.
     Manual ServiceFences stay; lazystream's status fields are removed from them.

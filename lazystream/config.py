@@ -188,7 +188,7 @@ def _comma_list(value: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Dispatch:
-    """A fallback dispatch rule: where calls to hosts a workload cannot see yet go (reference §8.3).
+    """A fallback dispatch rule: where calls to hosts a workload cannot see yet go.
 
     Rules without ``domainRegex`` become virtual hosts of their own; rules with it become routes, tried in
     order, of the catch-all virtual host.
@@ -297,7 +297,7 @@ class LabelSelector:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GeneralSettings:
-    """Slime's ``general`` section, the lazyload module's own settings (``config.Fence``, reference §10.1)."""
+    """Slime's ``general`` section, the lazyload module's own settings (``config.Fence``)."""
 
     wormhole_port: tuple[str, ...] = ()
     """Ports (as strings, as Slime spells them) whose unknown hosts fall back to the global-sidecar; the
@@ -334,14 +334,14 @@ class GeneralSettings:
     defaults to ``accesslog``."""
 
     dispatches: tuple[Dispatch, ...] = ()
-    """Fallback dispatch rules, in order (reference §8.3)."""
+    """Fallback dispatch rules, in order."""
 
     passthrough_by_default: bool = False
     """Send calls that no dispatch takes straight out (``PassthroughCluster``) rather than to the
     global-sidecar. Default: off."""
 
     domain_aliases: tuple[DomainAlias, ...] = ()
-    """Host alias rules (reference §7.2). A bad rule fails the configuration at start, naming the rule."""
+    """Host alias rules. A bad rule fails the configuration at start, naming the rule."""
 
     stable_host: tuple[str, ...] = ()
     """Hosts added to every Sidecar (``ns/*`` as written, other hosts as ``*/<host>``)."""
@@ -510,7 +510,7 @@ class LogSettings:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GlobalSettings:
-    """Slime's ``global`` section: namespaces, revisions and framework settings (reference §10.2)."""
+    """Slime's ``global`` section: namespaces, revisions and framework settings."""
 
     service: str = "app"
     """Label key whose value names a legacy fence's workloads (``workloadSelector: {<service>: <name>}``)."""
@@ -571,7 +571,7 @@ def _is_http_url(value: str) -> bool:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PrometheusHandler:
-    """One Prometheus query run per fence (``metric.prometheus.handlers.<name>``, reference §4)."""
+    """One Prometheus query run per fence (``metric.prometheus.handlers.<name>``)."""
 
     query: str
     """PromQL; ``$namespace`` becomes the fence's namespace and ``$source_app`` its name. Required."""
@@ -787,7 +787,7 @@ class TablesSettings:
 
     bucket_seconds: float = 10.0
     """Event-time bucket of the dedupe, in seconds: an edge already recorded in the current bucket does not
-    touch the table again (decisions §1.1)."""
+    touch the table again."""
 
     version: int = 1
     """Version of the learned-state table: version 1 is the table ``learned``, version N > 1 is
@@ -810,7 +810,7 @@ class TablesSettings:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FenceSettings:
-    """How fences are computed and kept (decisions §1, §5, §6)."""
+    """How fences are computed and kept."""
 
     cluster_domain: str = "cluster.local"
     """Kubernetes cluster domain used to complete short hosts (``reviews`` →
@@ -827,7 +827,7 @@ class FenceSettings:
 
     direct_observations: bool = False
     """Whether callers' own sidecar outbound logs are shipped to the access topic. Only then is a dependency
-    in use seen again after it goes direct, so only then is an idle TTL safe (decisions §1.3)."""
+    in use seen again after it goes direct, so only then is an idle TTL safe."""
 
     max_hosts_per_fence: int = 1000
     """Most learned hosts one fence may hold; further hosts are rejected and counted, so a spray of calls
@@ -862,7 +862,7 @@ class SinkSettings:
     """Writing ServiceFences, Sidecars and EnvoyFilters to the API server."""
 
     coalesce_seconds: float = 0.5
-    """A fence's objects are written at most once per this many seconds (decisions §1.1)."""
+    """A fence's objects are written at most once per this many seconds."""
 
     concurrency: int = 8
     """Writes in flight at once."""
@@ -880,7 +880,7 @@ class SinkSettings:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FallbackSettings:
     """The leader's fallback objects: the ``to-global-sidecar`` EnvoyFilter(s) and the ``global-sidecar``
-    Service(s) and ConfigMap(s), kept in step with the wormhole ports (decisions §1.2; reference §8). In
+    Service(s) and ConfigMap(s), kept in step with the wormhole ports. In
     Slime, its chart renders them (and its controller, with ``autoPort``); lazystream has no chart."""
 
     manage: bool = True
@@ -931,8 +931,8 @@ class KubeSettings:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LeaderElectionSettings:
-    """Electing the one worker that does cluster-wide work, with a ``coordination.k8s.io/v1`` Lease
-    (decisions §1.2). The timing follows client-go's leader election: a holder renews every
+    """Electing the one worker that does cluster-wide work, with a ``coordination.k8s.io/v1`` Lease.
+    The timing follows client-go's leader election: a holder renews every
     ``retryPeriodSeconds``; it stops its leader work when it could not renew for ``renewDeadlineSeconds``;
     another worker takes the Lease when it saw no renewal for ``leaseDurationSeconds``. Since the duration
     is longer than the deadline, the old leader has stopped before a new one starts (assuming clocks run at
@@ -995,7 +995,7 @@ EventLoop = Literal["uvloop", "asyncio"]
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GlobalSidecarSettings:
-    """``lazystream global-sidecar``, the fallback proxy (reference §9.1; decisions §1.3, §6). The names of
+    """``lazystream global-sidecar``, the fallback proxy. The names of
     Slime's environment variables for its Go proxy are given where a setting replaces one."""
 
     listen_address: str = "0.0.0.0"  # noqa: S104 - a proxy for the whole mesh listens on every address

@@ -1,4 +1,4 @@
-"""Prometheus polling, the leader's duty in ``metricSourceType: prometheus`` (decisions §1.2, §6).
+"""Prometheus polling, the leader's duty in ``metricSourceType: prometheus``.
 
 Every refresh period, for every enabled fence in scope, each handler's query runs as an instant query; the
 union of the admitted hosts goes onto the edges topic as one ``report`` message for the fence (the table

@@ -7,7 +7,7 @@ cluster change or the periodic refresh schedules a fence, and the sink writes wh
 computes for it. SIGTERM stops the sink (after a last drain) and the watches, then faust.
 
 Cluster-wide work (autoFence, the fallback objects, Prometheus polling) runs only while this worker holds the
-leader Lease (decisions §1.2); losing the Lease cancels it at once. The admin API (health, readiness,
+leader Lease; losing the Lease cancels it at once. The admin API (health, readiness,
 resets, explain) is served on ``web.port`` from the start, so probes answer during recovery.
 """
 
@@ -451,7 +451,7 @@ class Worker:
 
     async def seed(self) -> int:
         """On a start with empty learned state: each owned fence's ``status.metricStatus`` becomes a seed
-        message on the edges topic (decisions §1.1)."""
+        message on the edges topic."""
         if not self.config.fence.seed_from_status or not self.stream.is_empty():
             return 0
         with self.cache.reading():

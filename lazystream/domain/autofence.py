@@ -1,4 +1,4 @@
-"""autoFence: which Services get a fence created for them (reference §5, decisions §6).
+"""autoFence: which Services get a fence created for them.
 
 A Service is fenced by its ``slime.io/serviceFenced`` label, else its Namespace's, else ``defaultFence``
 (only the exact strings ``"true"``/``"false"`` decide). Services in Istio's and Slime's namespaces, the
@@ -97,7 +97,7 @@ def fence_in_revision_scope(fence: Mapping[str, Any], options: AutoFenceOptions)
 
 
 def revision_in_scope(labels: Mapping[str, str], options: AutoFenceOptions) -> bool:
-    """``global.istioRev`` / ``strictRev`` (reference §1.6): an object without a revision is in scope
+    """``global.istioRev`` / ``strictRev``: an object without a revision is in scope
     unless ``strictRev``."""
     if not options.istio_revs:
         return True

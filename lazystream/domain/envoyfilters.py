@@ -1,4 +1,4 @@
-"""Rendering the fallback ``to-global-sidecar`` EnvoyFilter(s) (reference §8.3-§8.5, decisions §6).
+"""Rendering the fallback ``to-global-sidecar`` EnvoyFilter(s).
 
 For every wormhole port (and the global-sidecar's own port), calls that match no listed service leave the
 caller's sidecar for the global-sidecar instead of Envoy's ``allow_any`` passthrough, carrying the original

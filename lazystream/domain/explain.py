@@ -1,4 +1,4 @@
-""" "Explain fence": every host a fence's Sidecar gets, and why it is there (issue 6, decisions §1.1, §5, §6).
+""" "Explain fence": every host a fence's Sidecar gets, and why it is there (issue 6).
 
 The answer is computed with the same functions the worker's fence computation runs
 (:func:`~lazystream.domain.fences.compute_domains`, ``expire_transitions``, ``aliases``,

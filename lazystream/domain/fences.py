@@ -1,6 +1,6 @@
 """Fence computation: from a ServiceFence's spec, its learned hosts and the cluster, the fence's
-``status.domains`` and ``status.metricStatus`` — Slime's ``genDomains`` and ``updateServicefenceDomain``
-(reference §1, §6, §7) with the changes of decisions §6.
+``status.domains`` and ``status.metricStatus``: Slime's ``genDomains`` and ``updateServicefenceDomain``, with
+lazystream's changes (docs/design.md, "Fences").
 
 Pure functions of their inputs and a clock: the worker's sink, ``lazystream render`` and the tests call
 the same code.
@@ -145,7 +145,7 @@ class FenceOptions:
     """Write ``status.domains.*.status`` as Slime's enum number rather than its name: set by the worker when
     the cluster's ServiceFence CRD (Slime's chart) types the field as an integer."""
     refresh_period: float = 10.0
-    """Seconds an EXPIREWAIT entry lasts at least (one refresh period, decisions §1.1)."""
+    """Seconds an EXPIREWAIT entry lasts at least (one refresh period)."""
 
 
 # -- reading ServiceFence objects ---------------------------------------------------------------------
@@ -234,7 +234,7 @@ def _domains_from_status(value: Any, where: str) -> dict[str, Domain]:
 
 
 def learned_from_metric_status(value: Any) -> list[str]:
-    """Hosts of ``status.metricStatus`` keys, read as Slime reads them (reference §1.2): a single
+    """Hosts of ``status.metricStatus`` keys, read as Slime reads them: a single
     ``destination_service`` or ``request_host`` label, port dropped."""
     if not isinstance(value, Mapping):
         return []
@@ -256,7 +256,7 @@ def learned_from_metric_status(value: Any) -> list[str]:
 
 
 def aliases(host: str, rules: Iterable[AliasRule]) -> list[str]:
-    """``host`` followed by its ``general.domainAliases`` results (reference §7.2): a rule applies when
+    """``host`` followed by its ``general.domainAliases`` results: a rule applies when
     its pattern matches exactly once; empty expansions are skipped."""
     out = [host]
     for rule in rules:
@@ -271,8 +271,8 @@ def aliases(host: str, rules: Iterable[AliasRule]) -> list[str]:
 
 
 def virtual_service_hosts(host: str, cluster: ClusterState) -> tuple[str, ...]:
-    """``host`` and the HTTP route destinations of every VirtualService whose hosts match it (decisions §6:
-    several VirtualServices merge)."""
+    """``host`` and the HTTP route destinations of every VirtualService whose hosts match it (several
+    VirtualServices merge)."""
     destinations = {d for vs in cluster.virtual_services_for(host) for d in vs.destinations if d != host}
     return (host, *sorted(destinations))
 
@@ -350,7 +350,7 @@ def expire_transitions(
     refresh_period: float,
 ) -> tuple[dict[str, Domain], dict[str, float]]:
     """An ACTIVE entry that is no longer generated becomes EXPIREWAIT and stays so for at least one full
-    refresh period (decisions §1.1, §6); then it goes. Returns the domains and the EXPIREWAIT start times."""
+    refresh period; then it goes. Returns the domains and the EXPIREWAIT start times."""
     out = dict(domains)
     since: dict[str, float] = {}
     for key, old in previous.items():
@@ -371,7 +371,7 @@ def expire_transitions(
 
 
 def metric_status(learned: Iterable[str]) -> dict[str, str]:
-    """``status.metricStatus``: ``{destination_service="<host>"}`` → ``"1"`` (decisions §1.1)."""
+    """``status.metricStatus``: ``{destination_service="<host>"}`` → ``"1"``."""
     return {"{" + METRIC_KEY.format(host) + "}": "1" for host in sorted(set(learned))}
 
 

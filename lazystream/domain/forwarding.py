@@ -1,5 +1,5 @@
 """What lazystream's global-sidecar does with one request: where it dials, which Host it sends upstream, or
-why it refuses; and the record it reports (reference §9.1, decisions §1.3, §6).
+why it refuses; and the record it reports.
 
 Slime's Go proxy, step by step, and where lazystream differs:
 
@@ -321,7 +321,7 @@ def access_record(
     original_destination: str | None = None,
     upstream: str | None = None,
 ) -> dict[str, Any]:
-    """One request as the global-sidecar reports it: format 4 of decisions §2 (``records.parse_record``
+    """One request as the global-sidecar reports it: one of the formats ``records.parse_record``
     reads it directly, or wrapped by Fluent Bit's forward input and Kafka output).
 
     ``authority`` is the Host as the caller sent it (the worker completes it in the caller's namespace, as

@@ -1,6 +1,5 @@
 """Learned state: the dependencies a fence has learned, and the edge messages that change them.
-
-decisions §1.1: the learned-state table is keyed by fence (``<namespace>/<name>``) and holds, per learned
+The learned-state table is keyed by fence (``<namespace>/<name>``) and holds, per learned
 host, its first and last observation time (event time) and a count. Every change enters as a message on
 the edges topic keyed by fence — observations, seeds, resets and expiries — and the table agent is its only
 writer. Observations are bucketed by event time: a host already recorded for the current bucket does not
@@ -94,7 +93,7 @@ def expire(hosts: Iterable[str], now: float, *, idle_before: float | None = None
 
 
 def idle_hosts(state: Mapping[str, LearnedHost], now: float, ttl: float) -> list[str]:
-    """Hosts with no observation (fallback or direct) for longer than ``ttl`` (decisions §6: the optional
+    """Hosts with no observation (fallback or direct) for longer than ``ttl`` (the optional
     idle time-to-live). Seeded hosts count from when they were seeded."""
     cutoff = now - ttl
     return sorted(host for host, value in state.items() if value.last < cutoff)
@@ -102,7 +101,7 @@ def idle_hosts(state: Mapping[str, LearnedHost], now: float, ttl: float) -> list
 
 def report(source: str, hosts: Iterable[str], now: float) -> dict[str, Any]:
     """The hosts a polled source (Prometheus) reports for a fence now, complete: a host it reported before
-    and no longer does goes (and then through EXPIREWAIT, decisions §6). Only a successful poll sends one,
+    and no longer does goes (and then through EXPIREWAIT). Only a successful poll sends one,
     so an unreachable source changes nothing."""
     return {"op": Op.REPORT.value, "source": source, "hosts": sorted(set(hosts)), "t": now}
 

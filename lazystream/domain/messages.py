@@ -1,6 +1,6 @@
 """lazystream's Kafka messages as people read them: ``lazystream tail`` decodes through here.
 
-Each of lazystream's topics carries one kind of message (decisions §1.1):
+Each of lazystream's topics carries one kind of message:
 
 - **access**: access-log records, any key, in any format :func:`~lazystream.domain.records.parse_record`
   reads;

@@ -1,9 +1,9 @@
-"""Prometheus as a source of dependencies (``metricSourceType: prometheus``, reference §4, decisions §6).
+"""Prometheus as a source of dependencies (``metricSourceType: prometheus``).
 
 Each handler's PromQL is templated per fence as Slime does (``$namespace`` → the fence's namespace, then
 ``$source_app`` → its name), run as an instant query, and its vector result read for the
 ``destination_service`` (or ``request_host``) label. Unlike Slime, several handlers are allowed and their
-results are unioned, and the hosts pass the same admission as access-log hosts (decisions §5). A failed
+results are unioned, and the hosts pass the same admission as access-log hosts. A failed
 query — an error status, a warning, an unreadable body — fails the fence's whole round: nothing is reported
 for it, so learned state stays as it was.
 """
@@ -61,7 +61,7 @@ def admit(
     hosts: Iterable[str], fence: ObjectKey, cluster: ClusterState, excluded: frozenset[str]
 ) -> set[str]:
     """The hosts that may enter ``fence``: valid DNS names, completed in the fence's namespace, declared by
-    the cluster (decisions §5), and not a global-sidecar (``excluded``)."""
+    the cluster, and not a global-sidecar (``excluded``)."""
     out = set()
     for raw in hosts:
         host = normalize_authority(raw)

@@ -1,4 +1,4 @@
-"""Access-log records: every format of decisions §2, auto-detected, parsed with orjson, never raising.
+"""Access-log records: every format lazystream reads, auto-detected, parsed with orjson, never raising.
 
 One Kafka message is one record. Accepted, per message:
 

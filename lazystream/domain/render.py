@@ -1,6 +1,6 @@
 """Offline rendering: what lazystream would write for a cluster and a set of access records.
 
-``lazystream render`` (decisions §8) and the tests call :func:`render`; the worker runs the same steps
+``lazystream render`` and the tests call :func:`render`; the worker runs the same steps
 (resolve, compute domains, render status, Sidecar and EnvoyFilters) one fence at a time.
 """
 

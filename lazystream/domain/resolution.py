@@ -1,6 +1,6 @@
 """From one access record and the cluster state to edges ``fence -> host``, or a precise reason why not.
 
-Decisions §3-§5: the upstream cluster says what a record is (fallback, direct, or ignored); the source is
+The upstream cluster says what a record is (fallback, direct, or ignored); the source is
 the caller's Services (from the peer IP or the writing pod's metadata); the destination is the authority,
 completed to an FQDN and *admitted* only when the cluster declares it (a Service, a ServiceEntry or a
 VirtualService host). Every outcome carries a reason, for "explain" and for metrics.
@@ -264,7 +264,7 @@ def _workload_sources(
 
 
 def _sources(record: AccessRecord, kind: ObservationKind, cluster: ClusterState) -> list[Service]:
-    """decisions §4: who is calling. A global-sidecar's own metadata is never the source."""
+    """Who is calling. A global-sidecar's own metadata is never the source."""
     if _caller_side(record, kind) and record.pod is not None:
         return cluster.services_selecting(record.pod.namespace, record.pod.labels)
     ip = _peer_ip(record)
@@ -283,7 +283,7 @@ def _keys(services: Iterable[Caller]) -> tuple[ObjectKey, ...]:
 
 
 def complete_host(host: str, namespace: str, cluster: ClusterState) -> str:
-    """decisions §5 completion, relative to the caller's namespace."""
+    """Completion of a short name, relative to the caller's namespace."""
     labels = host.split(".")
     domain = cluster.cluster_domain
     if len(labels) == 1:
@@ -296,7 +296,7 @@ def complete_host(host: str, namespace: str, cluster: ClusterState) -> str:
 
 
 def admitted(host: str, cluster: ClusterState) -> bool:
-    """A learned host enters a fence only if the cluster declares it (decisions §5)."""
+    """A learned host enters a fence only if the cluster declares it."""
     return (
         cluster.service_by_fqdn(host) is not None
         or bool(cluster.service_entries_for(host))

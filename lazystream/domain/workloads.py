@@ -1,4 +1,4 @@
-"""Workload fences (``general.fenceLabelKeyAlias``, reference §5.5): a fence per value of a pod label.
+"""Workload fences (``general.fenceLabelKeyAlias``): a fence per value of a pod label.
 
 With ``fenceLabelKeyAlias: <labelKey>[:<alias>]`` and autoFence on, every value of the pod label
 ``labelKey`` that a running pod (one with an IP) carries gets a fence ``<alias>-<value>.workload.identity``

@@ -3,7 +3,7 @@
 A fenced proxy only has a listener (and route config) for a port when some Service it sees uses that port;
 the fallback EnvoyFilter patches those listeners. The global-sidecar's Service therefore lists every
 wormhole port (each fenced Sidecar includes its namespace), and its ConfigMap tells the proxy which ports to
-listen on (reference §8.2, §9.1). The leader keeps three kinds of object in step with one port set:
+listen on. The leader keeps three kinds of object in step with one port set:
 
 - the ``to-global-sidecar`` EnvoyFilter(s), rendered by :mod:`lazystream.domain.envoyfilters`;
 - the ``global-sidecar`` Service(s), one port per wormhole port;
@@ -29,9 +29,9 @@ from lazystream.domain.cluster import GLOBAL_SIDECAR_SERVICE, ClusterState
 
 CONFIG_MAP_KEY = "cfg"
 CONFIG_MAP_LABEL = {"lazyload.slime.io/config": "global-sidecar"}
-"""The label Slime's global-sidecar selects its ConfigMap by (reference §9.1)."""
+"""The label Slime's global-sidecar selects its ConfigMap by."""
 SERVICE_LABELS = {"slime.io/serviceFenced": "false"}
-"""The global-sidecar is never fenced: its proxy must keep the full mesh config (reference §9.2)."""
+"""The global-sidecar is never fenced: its proxy must keep the full mesh config."""
 DEFAULT_SELECTOR: Mapping[str, str] = {"app": "global-sidecar"}
 
 
@@ -70,8 +70,8 @@ def next_ports(
     previous: Iterable[int], in_use: Iterable[int], rules: PortRules, options: envoyfilters.FallbackOptions
 ) -> frozenset[int]:
     """The port set now. ``previous`` is the last set (read back from the ConfigMaps at start);
-    ``in_use`` the Services' HTTP ports. ``wormholePort`` and the global-sidecar port always stay (decisions
-    §6); with ``cleanupWormholePort`` a port no Service uses any more goes, otherwise ports are only added."""
+    ``in_use`` the Services' HTTP ports. ``wormholePort`` and the global-sidecar port always stay; with
+    ``cleanupWormholePort`` a port no Service uses any more goes, otherwise ports are only added."""
     ports = set(envoyfilters.wormhole_ports(rules.wormhole_ports, options))
     if rules.auto_port:
         ports |= set(in_use)

@@ -4,7 +4,7 @@ What to create and delete is the domain core's decision (:func:`lazystream.domai
 module reads the watch cache, applies the plan, and runs again whenever a Service or Namespace changes
 (and every ``resync_seconds`` as a safety net). Fences are created with server-side apply under
 lazystream's field manager without forcing, so the created-by label is added next to labels others set,
-never replacing them; a fence is deleted with a uid precondition, its Sidecar first (decisions §1.2).
+never replacing them; a fence is deleted with a uid precondition, its Sidecar first.
 """
 
 from __future__ import annotations

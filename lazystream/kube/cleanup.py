@@ -1,11 +1,11 @@
-"""Removing what lazystream wrote, found from the API server rather than from memory (decisions §1.2, §6).
+"""Removing what lazystream wrote, found from the API server rather than from memory.
 
 An object is lazystream's when its ``managedFields`` name lazystream's field manager: every write goes
 through server-side apply with that one manager, and a restarted worker remembers nothing. Fences are
 lazystream's to delete only when they also carry the created-by label (auto-created); on a manual fence
 lazystream owns nothing but the status fields it applied, and gives those back.
 
-The order is the one of decisions §1.2: Sidecars first (workloads get the full config back), then the fences
+The order: Sidecars first (workloads get the full config back), then the fences
 lazystream created, then the fallback EnvoyFilters, so no workload is ever fenced without a fallback, and
 last the global-sidecar Services and ConfigMaps the leader wrote.
 """

@@ -9,7 +9,7 @@ from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 
 FIELD_MANAGER = "lazystream"
-"""The single server-side-apply field manager lazystream writes with (decisions §1)."""
+"""The single server-side-apply field manager lazystream writes with."""
 
 
 DEFAULT_REQUEST_TIMEOUT = (10.0, 60.0)

@@ -1,5 +1,5 @@
 """The leader's fallback objects: ``to-global-sidecar`` EnvoyFilter(s), ``global-sidecar`` Service(s) and
-ConfigMap(s), kept in step with the wormhole ports (decisions §1.2, §6; reference §8.2).
+ConfigMap(s), kept in step with the wormhole ports.
 
 The port set and the objects are the domain core's (:mod:`lazystream.domain.wormhole`); this module reads
 the watch cache, applies what changed with server-side apply under lazystream's field manager, and runs

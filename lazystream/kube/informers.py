@@ -1,9 +1,9 @@
 """In-process cluster caches fed by Kubernetes watches, and which fences each change affects.
 
-The worker resolves access-log records and computes fences from a :class:`ClusterState` (decisions §1:
-"in-process caches of every worker"). :class:`ClusterCache` keeps that state, plus the ServiceFences and
+The worker resolves access-log records and computes fences from a :class:`ClusterState`, an in-process
+cache of the cluster in every worker. :class:`ClusterCache` keeps that state, plus the ServiceFences and
 Sidecars the sink reads, in step with the API server, and tells the stream side which fences to recompute
-when something they depend on changes (decisions §6).
+when something they depend on changes.
 
 The Kubernetes client is synchronous, and the worker runs faust on the main thread's asyncio loop, so each
 watched kind gets its own daemon thread: list (paged), reconcile, then watch from the list's

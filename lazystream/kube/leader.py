@@ -1,6 +1,5 @@
 """Leader election with a ``coordination.k8s.io/v1`` Lease: exactly one worker does cluster-wide work.
-
-decisions §1.2: auto-fences, fallback EnvoyFilters, global-sidecar ports and Prometheus polling have one
+Auto-fences, fallback EnvoyFilters, global-sidecar ports and Prometheus polling have one
 writer at a time, the leader. The protocol is client-go's (``tools/leaderelection``), re-implemented here:
 
 - **Acquire**: a candidate reads the Lease every ``retry_period`` (with jitter). It takes the Lease when it

@@ -1,6 +1,6 @@
 """``FenceSink``: the coalescing, idempotent writer of each fence's ServiceFence status and Sidecar.
 
-Why it looks like this (decisions §1, §1.1, §1.2):
+Why it looks like this:
 
 - Delivery is at-least-once, so a write is never "the change"; it is the *full* desired object, computed at
   write time by ``compute(key)`` and applied with server-side apply under one field manager. Replaying a
@@ -647,7 +647,7 @@ class FenceSink:
         _discard(answer)
 
     def _apply_sidecar(self, key: ObjectKey, sidecar: dict[str, Any]) -> None:
-        """Server-side apply of the whole Sidecar, forcing ownership: the sink owns it (decisions §1.2)."""
+        """Server-side apply of the whole Sidecar, forcing ownership: the sink owns it."""
         meta = sidecar.get("metadata") or {}
         answer = self._sidecars.server_side_apply(
             body=sidecar,

@@ -2,7 +2,7 @@
 migration.
 
 Why ``scale`` is a migration and not a bare partition increase: faust writes a table's changelog to the
-partition of the *source event* (stack notes §1.5), and the edges topic is keyed by fence, so a fence's
+partition of the *source event*, and the edges topic is keyed by fence, so a fence's
 learned state lives on partition ``murmur2(fence) % N``. Growing N moves most fences to another partition,
 where the table (and the worker that owns it) knows nothing of them, and faust refuses a changelog whose
 partition count differs from its source topic's. So ``scale``, with every worker stopped:

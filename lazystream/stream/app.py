@@ -70,7 +70,7 @@ def create_app(config: Config) -> faust.App:
         topic_replication_factor=config.topics.replication,
         topic_allow_declare=True,
         web_enabled=False,  # the admin API (lazystream.admin) serves web.port
-        # Learned state is written only by the table agent; never rely on exactly-once (decisions §1).
+        # Learned state is written only by the table agent; never rely on exactly-once.
         processing_guarantee="at_least_once",
         # Every table write sends a changelog record. Without a linger each went out in a produce request
         # of its own, which cost a fifth of a busy worker's CPU; 5 ms (the ingest's linger) batches them.
@@ -204,7 +204,7 @@ def create_worker_app(
         value_type=bytes,
         partitions=config.topics.partitions,
         options=rocksdb_options(config),
-        help="Learned dependencies per fence: host -> [first seen, last seen, count] (decisions §1.1).",
+        help="Learned dependencies per fence: host -> [first seen, last seen, count].",
     )
     ingest = Ingest(
         resolve_options=resolve_options(config),

@@ -3,7 +3,7 @@
 With the ``fence`` strategy a fence's partition is what Kafka's default partitioner picks for its key
 (``namespace/name``), so any producer that sends with the key alone agrees with the worker. With
 ``namespace``, every fence of a namespace shares the partition of the namespace's name, which keeps a
-namespace's state together on one worker (decisions §1.1).
+namespace's state together on one worker.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ class FenceComputer:
     recomputes these, not every fence."""
     next_deadline: dict[ObjectKey, float] = field(default_factory=dict)
     """The next ``spec.host`` deadline still ahead, per fence: the worker sets a timer for it, so a
-    deadline takes effect when it passes rather than at the next tick (decisions §6)."""
+    deadline takes effect when it passes rather than at the next tick."""
     left_out: dict[ObjectKey, dict[str, str]] = field(default_factory=dict)
     """Per fence, the hosts its Sidecar leaves out because Istio would refuse them (host -> reason), as
     last computed: the metric ``lazystream_sidecar_hosts_left_out`` counts them."""

@@ -1,4 +1,4 @@
-"""autoFence decisions (reference §5, decisions §6), case by case."""
+"""autoFence decisions, case by case."""
 
 from __future__ import annotations
 

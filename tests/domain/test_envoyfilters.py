@@ -1,4 +1,4 @@
-"""The fallback EnvoyFilters, checked patch by patch against reference §8.3-§8.5 and decisions §6."""
+"""The fallback EnvoyFilters, checked patch by patch against Slime's and lazystream's rules."""
 
 from __future__ import annotations
 

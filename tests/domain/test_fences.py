@@ -1,5 +1,5 @@
 """Fence computation and Sidecar rendering. Golden cases are transcribed by hand from Slime's lazyload
-tutorial (lazyload_tutorials_zh.md; reference §1-§2, §6-§7); the rest checks each rule of decisions §6."""
+tutorial (lazyload_tutorials_zh.md); the rest checks each rule of docs/design.md's "Fences"."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def test_tutorial_first_visit_status_and_sidecar() -> None:
 
 
 def test_a_new_fence_renders_only_the_default_namespaces() -> None:
-    # reference §2.2 / Slime's testdata autofence.base.expect.sidecar.yaml
+    # Slime's testdata autofence.base.expect.sidecar.yaml
     cluster = tutorial_cluster().build()
     svf = fence_from_object(fence())
     sidecar = render_sidecar(svf, compute_domains(svf, [], cluster, OPTIONS, NOW), cluster, OPTIONS)
@@ -167,7 +167,7 @@ def test_static_hosts_namespace_wildcards_and_strategies() -> None:
             Origin.STATIC,
         ),
     }
-    # the deadline takes effect when it passes (decisions §6), given the clock
+    # the deadline takes effect when it passes, given the clock
     later = compute_domains(svf, [], cluster, OPTIONS, NOW + 61)
     assert later["soon.default.svc.cluster.local"].status is DomainStatus.EXPIRE
     hosts = egress_hosts(svf, domains, OPTIONS)
@@ -207,7 +207,7 @@ def test_stable_wins_over_deadline() -> None:
 
 
 def test_namespace_selector_adds_namespace_wildcards() -> None:
-    # decisions §6: spec.namespaceSelector works (Slime ignores it)
+    # spec.namespaceSelector works (Slime ignores it)
     svf = fence_from_object(fence(namespaceSelector=["shop", "payments"]))
     domains = compute_domains(svf, [], tutorial_cluster().build(), OPTIONS, NOW)
     assert sorted(domains) == ["payments/*", "shop/*"]
@@ -253,7 +253,7 @@ def test_earlier_writers_win_and_an_expired_static_host_hides_the_learned_one() 
 
 
 def test_virtual_service_expansion_merges_and_follows_deletion() -> None:
-    # decisions §6; reference §7.1 README example: c routes to d, so d joins c's domain
+    # Slime's README example: c routes to d, so d joins c's domain
     builder = (
         tutorial_cluster()
         .virtual_service("c-1", hosts=["reviews"], destinations=["reviews", "reviews-v2"])

@@ -1,4 +1,4 @@
-"""The global-sidecar's per-request decisions (reference §9.1, decisions §6)."""
+"""The global-sidecar's per-request decisions."""
 
 # ruff: noqa: S104 - wildcard listener addresses are data here, nothing binds them
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Learned state and its messages (decisions §1.1)."""
+"""Learned state and its messages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prometheus query templating, answer parsing and admission (reference §4, decisions §5, §6)."""
+"""Prometheus query templating, answer parsing and admission."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parsing every format of decisions §2, with expectations written by hand."""
+"""Parsing every format lazystream reads, with expectations written by hand."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from lazystream.domain.records import (
 )
 from lazystream.testing import envoy_json, fluent_bit, fluent_bit_cri, global_sidecar_record, istio_text_line
 
-# The lazyload tutorial's line (Slime lazyload_tutorials, "首次访问观察"; field table in stack-notes §7.1):
+# The lazyload tutorial's line (Slime lazyload_tutorials, "首次访问观察"):
 # productpage's sidecar at 172.17.0.11 calls details:9080, routed to the global-sidecar.
 TUTORIAL_LINE = (
     '[2021-12-23T06:24:55.527Z] "GET /details/0 HTTP/1.1" 200 - via_upstream - "-" 0 178 12 12 "-" '

@@ -1,4 +1,5 @@
-"""decisions §3-§5, one rule per case, expectations written by hand against the bookinfo mesh of
+"""What a record is, who calls and what is called, one rule per case, expectations written by hand against
+the bookinfo mesh of
 ``lazystream.testing.bookinfo`` (productpage 10.244.0.15, details .12, reviews .13, ratings .14, reviews-v2
 .23 without a fence, the global-sidecar in mesh-operator at 10.244.9.9)."""
 
@@ -72,7 +73,7 @@ DETAILS = "details.default.svc.cluster.local"
 @pytest.mark.parametrize(
     ("message", "outcome", "edges"),
     [
-        # §3: what a record is
+        # what a record is
         pytest.param(
             text(), LEARNED, [("default/productpage", DETAILS, FALLBACK)], id="gs-inbound-no-pod-metadata"
         ),
@@ -120,7 +121,7 @@ DETAILS = "details.default.svc.cluster.local"
         ),
         pytest.param(text(authority="10.96.0.20:9080"), Outcome.IGNORED_IP_AUTHORITY, [], id="ip-authority"),
         pytest.param(text(authority="-"), Outcome.IGNORED_EMPTY_AUTHORITY, [], id="empty-authority"),
-        # §4: who is calling
+        # who is calling
         pytest.param(text(peer="10.1.2.3:5"), Outcome.IGNORED_NO_SOURCE, [], id="ip-in-no-endpoints"),
         pytest.param(text(peer="not-an-ip"), Outcome.IGNORED_NO_SOURCE, [], id="peer-not-an-ip"),
         pytest.param(
@@ -150,7 +151,7 @@ DETAILS = "details.default.svc.cluster.local"
             [],
             id="loopback-peer-no-principal",
         ),
-        # §5: what is called: completion
+        # what is called: completion
         pytest.param(
             text(authority="details.default"), LEARNED, [("default/productpage", DETAILS, FALLBACK)], id="a.b"
         ),
@@ -172,7 +173,7 @@ DETAILS = "details.default.svc.cluster.local"
         pytest.param(
             text(authority="details.other.svc"), Outcome.REJECTED_NOT_ADMITTED, [], id="a.b.svc-unknown"
         ),
-        # §5: admission
+        # what is called: admission
         pytest.param(
             text(authority="www.example.org"),
             LEARNED,

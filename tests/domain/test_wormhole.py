@@ -1,4 +1,4 @@
-"""Wormhole ports and the leader's fallback objects (reference §8.2, §8.4, §9.1; decisions §6)."""
+"""Wormhole ports and the leader's fallback objects."""
 
 from __future__ import annotations
 

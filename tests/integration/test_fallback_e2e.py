@@ -1,4 +1,4 @@
-"""The leader's fallback objects on the real API server (decisions §1.2, §6; reference §8.2, §8.4).
+"""The leader's fallback objects on the real API server.
 
 A single worker with leader election on leads within a few seconds; it writes the ``to-global-sidecar``
 EnvoyFilter and the ``global-sidecar`` Service and ConfigMap. Istio's namespace and the global-sidecar's are

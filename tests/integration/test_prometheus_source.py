@@ -1,4 +1,4 @@
-"""``metricSourceType: prometheus`` on the real servers (decisions §6; reference §4).
+"""``metricSourceType: prometheus`` on the real servers.
 
 The real Prometheus scrapes a test exporter serving ``istio_requests_total`` and
 ``istio_tcp_connections_opened_total`` with Istio's labels; the leader's two handlers are unioned and the

@@ -77,7 +77,7 @@ def get(config: Config, attr_path: str) -> Any:
 @pytest.mark.parametrize(
     ("attr_path", "expected"),
     [
-        # general: Slime's config.Fence (reference §10.1)
+        # general: Slime's config.Fence
         ("general.wormhole_port", ()),
         ("general.auto_port", False),
         ("general.cleanup_wormhole_port", False),
@@ -102,7 +102,7 @@ def get(config: Config, attr_path: str) -> Any:
         ("general.white_namespace_list", ""),
         ("general.render", ""),
         ("general.disable_ipv4_passthrough", False),
-        # global (reference §10.2)
+        # global
         ("global_.service", "app"),
         ("global_.istio_namespace", "istio-system"),
         ("global_.slime_namespace", "mesh-operator"),
@@ -733,7 +733,7 @@ def test_dispatch_clusters_render_with_values_and_the_slime_namespace(tmp_path: 
 @pytest.mark.parametrize(
     ("text", "env", "message"),
     [
-        # domainAliases (decisions §6: a bad rule fails the config naming the rule)
+        # domainAliases (a bad rule fails the config naming the rule)
         (
             aliases("$service.x", pattern="(?P<service>[^.]+"),
             {},
@@ -826,7 +826,7 @@ def test_dispatch_clusters_render_with_values_and_the_slime_namespace(tmp_path: 
             {},
             "general.dispatches[1].name: 'a' is already the name of dispatches[0]",
         ),
-        # fences: an idle TTL needs direct observations (decisions §1.3)
+        # fences: an idle TTL needs direct observations
         (
             "fence: {idleTtlSeconds: 3600}",
             {},

@@ -1,6 +1,6 @@
 """deploy/: every overlay renders with the real kustomize, and what it renders agrees with lazystream's own
-settings (configuration keys, topics, ports, probes), with Slime's metadata, and with decisions §1.2 (no
-field the controller manages). Applying them to the real API server:
+settings (configuration keys, topics, ports, probes), with Slime's metadata, and with what the leader writes
+(no field the controller manages). Applying them to the real API server:
 tests/integration/test_deploy_apply.py."""
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def test_the_worker_is_a_statefulset_with_a_volume_per_replica_and_admin_probes(
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_no_field_the_controller_manages(overlay: str) -> None:
-    """decisions §1.2: the leader writes the global-sidecar ConfigMap's data and the Service's wormhole ports;
+    """The leader writes the global-sidecar ConfigMap's data and the Service's wormhole ports;
     nothing in deploy/ carries status, managed fields or generated identifiers."""
     objects = render(overlay)
     for obj in objects:
