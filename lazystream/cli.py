@@ -68,6 +68,10 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
+LOG_LEVELS = [name for name in logs.SLIME_LEVELS if name]
+"""``--loglevel`` takes Slime's (logrus's) level names, as ``global.log.logLevel`` does."""
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="lazystream")
 def main() -> None:
@@ -77,6 +81,15 @@ def main() -> None:
     ServiceFence and Istio Sidecar in step. The configuration comes from a YAML file (--config: a SlimeBoot
     or a lazyload module body), LAZYSTREAM_<SECTION>_<FIELD> environment variables and options, each
     overriding the one before; `lazystream config show` prints the result.
+
+    \b
+    Examples:
+      lazystream worker --config lazyload.yaml
+      lazystream render --access-log access.log --cluster cluster/ -o yaml
+      lazystream explain shop/cart              # asks the worker that holds the fence
+      lazystream tail access --since 5m --limit 20
+      lazystream topics describe
+      eval "$(lazystream completion bash)"      # shell completion (bash, zsh, fish)
     """
 
 
@@ -96,9 +109,9 @@ def main() -> None:
 )
 @click.option(
     "--loglevel",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    help="Log level (default: global.log.logLevel, else info). Logs go to standard output, or with "
-    "global.log.logRotate to a rotating file (global.log.logRotateConfig).",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="Log level, in Slime's names (default: global.log.logLevel, else info). Logs go to standard "
+    "output, or with global.log.logRotate to a rotating file (global.log.logRotateConfig).",
 )
 def worker(
     config_file: Path | None,
@@ -157,7 +170,7 @@ def worker(
 )
 @click.option(
     "--loglevel",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="info",
     show_default=True,
     help="Log level (logs go to standard error; records, with --records stdout, to standard output).",
@@ -207,7 +220,7 @@ def global_sidecar(
             "kube.kubeconfig": kubeconfig,
         },
     )
-    logging.getLogger().setLevel(loglevel.upper())
+    logging.getLogger().setLevel(logs.level_of(loglevel))
     try:
         run_global_sidecar(config.global_sidecar, config.kube, config.fence.cluster_domain)
     except PermissionError as exc:
@@ -221,10 +234,57 @@ def config_group() -> None:
 
 @config_group.command("show")
 @config_option
-def config_show(config_file: Path | None) -> None:
-    """Print the effective configuration as YAML: every setting, after the file and the environment."""
-    config = load(config_file)
-    click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), nl=False)
+@click.option(
+    "-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True, help="Format."
+)
+@click.option(
+    "--origin",
+    is_flag=True,
+    help="A table instead: each setting, its value and where it came from (file:line, environment variable, "
+    "option or default).",
+)
+def config_show(config_file: Path | None, output: str, origin: bool) -> None:
+    """Print the effective configuration: every setting, after the file and the environment.
+
+    \b
+    Examples:
+      lazystream config show --config lazyload.yaml
+      lazystream config show --origin | grep -v default     # what is set, and where
+      LAZYSTREAM_WEB_PORT=7000 lazystream config show -o json
+    """
+    if not origin:
+        config = load(config_file)
+        if output == "json":
+            click.echo(json.dumps(config.to_dict(), indent=2, default=str))
+        else:
+            click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), nl=False)
+        return
+    from lazystream.config import load_config_with_origins
+
+    try:
+        config, origins = load_config_with_origins(config_file)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    values = config.to_dict()
+    rows = [(key, _shown(_at(values, key)), origins[key]) for key in sorted(origins)]
+    if output == "json":
+        click.echo(
+            json.dumps([{"key": k, "value": _at(values, k), "from": o} for k, _, o in rows], default=str)
+        )
+        return
+    print_table(["SETTING", "VALUE", "FROM"], rows)
+
+
+def _at(values: Mapping[str, Any], path: str) -> Any:
+    node: Any = values
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @main.group()
@@ -634,6 +694,24 @@ def reset(target: str, admin_url: str | None, token: str | None, config_file: Pa
         raise click.ClickException(f"{body.get('error') or f'HTTP {status}'} (asked {via})")
     fences = body.get("reset") or []
     click.echo(f"reset {len(fences)} fence(s): {', '.join(fences) or 'none'}")
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL (commands, options, choices).
+
+    \b
+    Examples:
+      eval "$(lazystream completion bash)"             # in ~/.bashrc
+      lazystream completion fish > ~/.config/fish/completions/lazystream.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    if cls is None:  # click knows the three shells offered
+        raise click.UsageError(f"no completion for {shell}")
+    click.echo(cls(main, {}, "lazystream", "_LAZYSTREAM_COMPLETE").source())
 
 
 def _crd_action(status: Any) -> str:

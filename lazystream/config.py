@@ -59,6 +59,7 @@ from lazystream._configloader import (
     describe,
     encode,
     fail,
+    is_dataclass_type,
     meta,
     parse_env,
     read_yaml,
@@ -1410,6 +1411,36 @@ def load_config(
     error, with the closest known one as a suggestion. Warns (:class:`ConfigWarning`) about unknown keys
     within a section (with a suggestion) and deprecated keys.
     """
+    return _load(path, environ, overrides)[0]
+
+
+def load_config_with_origins(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Config, dict[str, str]]:
+    """:func:`load_config`, and where each setting's value came from, by key path: ``<file>:<line>``, an
+    environment variable, ``option`` (an override) or ``default``. Settings that are sections are left out."""
+    config, src = _load(path, environ, overrides)
+    origins: dict[str, str] = {}
+    for key, setting in _settings().items():
+        if is_dataclass_type(setting.type):
+            continue
+        origin = src.origin(key)
+        if not origin.in_file:
+            origins[key] = origin.label if origin.label.startswith(ENV_PREFIX) else "option"
+        elif src.file is not None and origin.label in src.lines:
+            origins[key] = f"{src.file}:{src.lines[origin.label]}"
+        else:
+            origins[key] = "default"
+    return config, origins
+
+
+def _load(
+    path: str | os.PathLike[str] | None,
+    environ: Mapping[str, str] | None,
+    overrides: Mapping[str, Any] | None,
+) -> tuple[Config, Sources]:
     environ = os.environ if environ is None else environ
     if path is None and environ.get(CONFIG_ENV):
         path = environ[CONFIG_ENV]
@@ -1425,7 +1456,7 @@ def load_config(
     except ConfigError as exc:
         raise src.relabel(exc) from None
     _advise(config, src)
-    return config
+    return config, src
 
 
 def _advise(config: Config, src: Sources) -> None:

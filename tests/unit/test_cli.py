@@ -105,3 +105,25 @@ def test_explain_times_are_to_the_second_with_their_zone() -> None:
 
     assert _seen("2027-01-15T07:58:20.123Z") == "2027-01-15 07:58:20 UTC"
     assert _seen(None) == "-"
+
+
+def test_help_has_examples_and_completion_works() -> None:
+    top = CliRunner().invoke(main, ["--help"])
+    assert "Examples:" in top.output
+    assert 'eval "$(lazystream completion bash)"' in top.output
+    for shell, marker in (("bash", "_lazystream_completion()"), ("zsh", "#compdef lazystream"),
+                          ("fish", "complete --no-files --command lazystream")):  # fmt: skip
+        result = CliRunner().invoke(main, ["completion", shell])
+        assert result.exit_code == 0, result.output
+        assert marker in result.output
+    # what the script asks for: the commands, as click completes them
+    env = {"_LAZYSTREAM_COMPLETE": "bash_complete", "COMP_WORDS": "lazystream ta", "COMP_CWORD": "1"}
+    result = CliRunner().invoke(main, [], env=env, prog_name="lazystream")
+    assert "plain,tail" in result.output
+
+
+def test_loglevel_takes_slimes_level_names() -> None:
+    for command in ("worker", "global-sidecar"):
+        (option,) = [p for p in main.commands[command].params if p.name == "loglevel"]
+        assert {"trace", "debug", "info", "warn", "error", "fatal"} <= set(option.type.choices)
+        assert option.type.case_sensitive is False

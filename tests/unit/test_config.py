@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import operator
 import re
 import textwrap
@@ -1252,3 +1253,24 @@ def test_global_sidecar_section_from_file_and_environment(tmp_path: Path) -> Non
 def test_global_sidecar_settings_are_checked(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, env)
+
+
+def test_config_show_says_where_each_value_came_from(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lazystream.cli import main
+
+    path = write(tmp_path, "general:\n  autoFence: true\n")
+    env = {"LAZYSTREAM_WEB_PORT": "7000"}
+    result = CliRunner().invoke(
+        main, ["config", "show", "--config", str(path), "--origin", "-o", "json"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    rows = {row["key"]: row for row in json.loads(result.stdout)}
+    assert rows["general.autoFence"] == {"key": "general.autoFence", "value": True, "from": f"{path}:2"}
+    assert rows["web.port"] == {"key": "web.port", "value": 7000, "from": "LAZYSTREAM_WEB_PORT"}
+    assert rows["kafka.bootstrap"]["from"] == "default"
+    table = CliRunner().invoke(main, ["config", "show", "--config", str(path), "--origin"], env=env).stdout
+    assert table.splitlines()[0].split() == ["SETTING", "VALUE", "FROM"]
+    as_json = CliRunner().invoke(main, ["config", "show", "-o", "json"], env=env).stdout
+    assert json.loads(as_json)["web"]["port"] == 7000
