@@ -66,3 +66,35 @@ def test_lock_files_pin_every_package_exactly() -> None:
     for pkg in ("faust-streaming", "aiokafka", "rocksdict", "kubernetes", "orjson", "fluent-logger"):
         assert pkg in runtime, pkg
         assert runtime[pkg] == test[pkg], f"{pkg}: runtime and test locks disagree"
+
+
+def test_every_third_party_import_of_the_package_is_declared() -> None:
+    """An import that works only because another dependency brings the package breaks when that one
+    changes; what lazystream imports, pyproject.toml names."""
+    import ast
+    import re
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    declared = {
+        re.split(r"[\[<>=!~ ;]", dep, maxsplit=1)[0].lower().replace("_", "-")
+        for dep in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    distributions = packages_distributions()
+    missing: dict[str, set[str]] = {}
+    for path in (REPO / "lazystream").rglob("*.py"):
+        if "testing" in path.parts:  # the testing kit may use test dependencies
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top == "lazystream" or top in sys.stdlib_module_names:
+                    continue
+                dists = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+                if not dists & declared:
+                    missing.setdefault(top, set()).add(str(path.relative_to(REPO)))
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
