@@ -90,9 +90,7 @@ def test_kill_9_mid_stream_with_and_without_its_data(
     run = make_run(scenario, kafka_bootstrap, kube_server, fresh_name, tmp_path)
     run.apply_cluster()
     try:
-        run.start("a", "b")
-        feeder = run.feeder()
-        run.wait_until(lambda: run.consumed() >= 0.4, "40 % consumed")
+        feeder = run.mid_stream()
         run.kill("a")
         run.start("a")
         run.wait_until(lambda: run.consumed() >= 0.7, "70 % consumed")
@@ -118,9 +116,7 @@ def test_broker_restart_mid_stream(
     run = make_run(scenario, private_kafka.bootstrap, kube_server, fresh_name, tmp_path)
     run.apply_cluster()
     try:
-        run.start("a", "b")
-        feeder = run.feeder()
-        run.wait_until(lambda: run.consumed() >= 0.4, "40 % consumed")
+        feeder = run.mid_stream()
         feeder.pause()
         private_kafka.stop()
         time.sleep(10)
@@ -149,9 +145,7 @@ def test_api_server_down_30_s_mid_stream(
     run = make_run(scenario, kafka_bootstrap, private_kube.server, fresh_name, tmp_path)
     run.apply_cluster()
     try:
-        run.start("a", "b")
-        feeder = run.feeder()
-        run.wait_until(lambda: run.consumed() >= 0.4, "40 % consumed")
+        feeder = run.mid_stream()
         private_kube.stop()
         time.sleep(30)
         private_kube.start()
@@ -188,9 +182,7 @@ def test_leadership_change_mid_stream(
             late.name, late.namespace, {"metadata": {"labels": {"slime.io/serviceFenced": None}}}
         )
     try:
-        run.start("a", "b")
-        feeder = run.feeder()
-        run.wait_until(lambda: run.consumed() >= 0.4, "40 % consumed")
+        feeder = run.mid_stream()
         leader = lease_holder(kube_server, scenario.spaces[0])
         run.stop(leader)
         with api_client(kube_server.kubeconfig) as api:
@@ -261,9 +253,7 @@ def test_partitions_4_to_12_mid_stream(
     run = make_run(scenario, kafka_bootstrap, kube_server, fresh_name, tmp_path)
     run.apply_cluster()
     try:
-        run.start("a", "b")
-        feeder = run.feeder()
-        run.wait_until(lambda: run.consumed() >= 0.4, "40 % consumed")
+        feeder = run.mid_stream()
         run.stop()
         cli(run.env, "topics", "scale", "--partitions", "12")
         scaled = {"LAZYSTREAM_TABLES_VERSION": "2", "LAZYSTREAM_TOPICS_PARTITIONS": "12"}

@@ -37,7 +37,7 @@ from lazystream.options import render_options
 from lazystream.stream.partitioning import partition_of_key
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from lazystream.testing.crds import install_test_crds
-from tests.fixtures.kafka import delete_topics
+from tests.fixtures.kafka import delete_topics, produce_fast
 from tests.fixtures.kube import AuditLog
 from tests.fixtures.ops import FENCE, cli, config_of, group_lag, learned_hosts, sidecar_spec, writes_in
 from tests.fixtures.private import PrivateKafka, PrivateKube
@@ -254,18 +254,6 @@ def load(mesh: Mesh, seed: int) -> list[bytes]:
         source = rng.choice(FENCES)
         out += mesh.calls(source, f"{rng.choice([s for s in SERVICES if s != source])}:9080")
     return out
-
-
-async def produce_fast(kafka: str, topic: str, messages: list[bytes]) -> None:
-    """Send without waiting for each acknowledgement, then flush: a burst, as Fluent Bit sends."""
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        for message in messages:
-            await producer.send(topic, message)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def burst(mesh: Mesh, kafka: str, topic: str, records: list[bytes]) -> None:
