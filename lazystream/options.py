@@ -22,6 +22,8 @@ def resolve_options(config: Config) -> ResolveOptions:
         enable_short_domain=config.general.enable_short_domain,
         workload_fences=workload_fences(config),
         autofence=autofence_options(config) if config.general.auto_fence else None,
+        white_namespaces=config.general.white_namespaces,
+        black_namespaces=config.general.black_namespaces,
     )
 
 

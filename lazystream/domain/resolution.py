@@ -39,6 +39,9 @@ class Outcome(StrEnum):
     IGNORED_EMPTY_AUTHORITY = "ignored_empty_authority"
     IGNORED_IP_AUTHORITY = "ignored_ip_authority"
     IGNORED_NO_SOURCE = "ignored_no_source"
+    IGNORED_OUT_OF_SCOPE = "ignored_out_of_scope"
+    """The caller has no fence and its namespace is outside the namespace scope (``whiteNamespaceList``,
+    ``blackNamespaceList``): no fence of this controller's can ever want its edges."""
     HELD_NO_FENCE = "held_no_fence"
     """The caller has no enabled fence, and autoFence would not create one: its edges are kept anyway,
     under the key of the fence it would have (``<namespace>/<Service>``), so that a fence created or
@@ -62,6 +65,9 @@ class ResolveOptions:
     """``fenceLabelKeyAlias``: calls are also charged to the caller pod's workload fence."""
     autofence: AutoFenceOptions | None = None
     """With autoFence on, a fence that autoFence would create counts as existing (it is due)."""
+    white_namespaces: frozenset[str] = frozenset()
+    """The namespace scope: callers outside it are never held for a later fence (empty: every one)."""
+    black_namespaces: frozenset[str] = frozenset()
     global_sidecar_hosts: frozenset[str] = field(init=False, repr=False, compare=False)
     """The FQDNs of the global-sidecar Services, derived from the fields above."""
     _hash: int = field(init=False, repr=False, compare=False)
@@ -77,7 +83,8 @@ class ResolveOptions:
         object.__setattr__(self, "global_sidecar_hosts", frozenset(hosts))
         fields = (self.cluster_domain, self.global_sidecar_namespaces, self.global_sidecar_service)
         extra = (self.enable_short_domain, self.workload_fences, repr(self.autofence))
-        object.__setattr__(self, "_hash", hash((*fields, *extra)))
+        scope = (self.white_namespaces, self.black_namespaces)
+        object.__setattr__(self, "_hash", hash((*fields, *extra, *scope)))
 
 
 class Edge(NamedTuple):
@@ -323,6 +330,13 @@ def is_fenced(key: ObjectKey, cluster: ClusterState, options: ResolveOptions) ->
     return options.autofence is not None and would_create(key, cluster, options.autofence)
 
 
+def in_scope(namespace: str, options: ResolveOptions) -> bool:
+    """Whether ``namespace`` is in the controller's namespace scope."""
+    if namespace in options.black_namespaces:
+        return False
+    return not options.white_namespaces or namespace in options.white_namespaces
+
+
 def may_hold(key: ObjectKey, cluster: ClusterState, options: ResolveOptions) -> bool:
     """Whether learned state under ``key`` can still matter: its fence exists, or the caller it was held
     for (a Service, or a workload fence autoFence wants) does. State for neither is dropped."""
@@ -359,8 +373,15 @@ def _edges(
         charged = [Edge(source.key, h, kind, source.key) for h in hosts]
         if is_fenced(source.key, cluster, options):
             edges += charged
-        else:
+        elif in_scope(source.key.namespace, options):
             held += charged
+        else:
+            last = Resolution(
+                Outcome.IGNORED_OUT_OF_SCOPE,
+                detail=f"namespace {source.key.namespace} is outside the namespace scope",
+                host=full,
+                sources=_keys(sources),
+            )
     if edges:
         return Resolution(
             Outcome.LEARNED, edges=tuple(edges + held), host=edges[0].host, sources=_keys(sources)

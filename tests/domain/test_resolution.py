@@ -361,3 +361,14 @@ def test_held_state_matters_while_its_fence_or_its_caller_exists() -> None:
     assert may_hold(ObjectKey("default", "orphan"), cluster, options)  # a fence, without a Service
     assert may_hold(ObjectKey("default", "reviews-v2"), cluster, options)  # a Service without a fence
     assert not may_hold(ObjectKey("default", "deleted"), cluster, options)  # neither: dropped
+
+
+def test_callers_outside_the_namespace_scope_are_not_held() -> None:
+    """No fence of this controller's can want them (a white list that leaves their namespace out)."""
+    cluster = bookinfo().build()
+    cluster.delete("ServiceFence", "default", "productpage")
+    assert run(text(), cluster, white_namespaces=frozenset({"shop"}))[0] is Outcome.IGNORED_OUT_OF_SCOPE
+    assert run(text(), cluster, black_namespaces=frozenset({"default"}))[0] is Outcome.IGNORED_OUT_OF_SCOPE
+    assert run(text(), cluster, white_namespaces=frozenset({"default"}))[0] is Outcome.HELD_NO_FENCE
+    fenced = bookinfo().build()  # an existing fence learns whatever the scope says (as before)
+    assert run(text(), fenced, white_namespaces=frozenset({"shop"}))[0] is LEARNED
