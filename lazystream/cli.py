@@ -587,7 +587,10 @@ def token_option(func: F) -> F:
     )(func)
 
 
-def _why_text(why: Sequence[Mapping[str, str]]) -> str:
+def _why_text(why: Sequence[Mapping[str, str]], wide: bool) -> str:
+    """The reasons of a host; with ``wide`` their details too (a table of them runs to 200 columns)."""
+    if not wide:
+        return ", ".join(dict.fromkeys(str(w.get("reason")) for w in why))
     return "; ".join(
         f"{w.get('reason')} ({w.get('detail')})" if w.get("detail") else str(w.get("reason")) for w in why
     )
@@ -610,7 +613,8 @@ def _seen(value: str | None) -> str:
     show_default=True,
     help="Output format.",
 )
-def explain(fence: str, admin_url: str | None, config_file: Path | None, output: str) -> None:
+@click.option("--wide", is_flag=True, help="The table with each reason's detail (which rule, which object).")
+def explain(fence: str, admin_url: str | None, config_file: Path | None, output: str, wide: bool) -> None:
     """Explain a fence: each host of its Sidecar and why it is there, asked of a running worker.
 
     Reasons: static (spec.host), namespace (spec.host ns/*), namespaceSelector, labelSelector, learned (from
@@ -645,7 +649,7 @@ def explain(fence: str, admin_url: str | None, config_file: Path | None, output:
                 h["host"],
                 h["status"],
                 "yes" if h.get("inSidecar") else "no",
-                _why_text(h.get("why") or []),
+                _why_text(h.get("why") or [], wide),
                 _seen(h.get("firstSeen")),
                 _seen(h.get("lastSeen")),
                 h.get("count", "-"),

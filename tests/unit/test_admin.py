@@ -246,7 +246,10 @@ async def test_explain_lists_recent_rejections_and_the_cli_prints_them(harness: 
         f"ServiceFence default/ratings (enabled, manual; learned state with times; from {harness.server.url})"
     )
     assert lines[1].split() == ["HOST", "STATUS", "SIDECAR", "WHY", "FIRST", "SEEN", "LAST", "SEEN", "COUNT"]
-    assert any(line.startswith(DETAILS) and "spec.host (stable)" in line for line in lines)
+    assert any(line.startswith(DETAILS) and "static" in line for line in lines)
+    assert max(map(len, lines)) <= 120  # no details by default: a table that fits a terminal
+    wide = await _cli("explain", "default/ratings", "--wide", "--admin-url", harness.server.url)
+    assert any(line.startswith(DETAILS) and "spec.host (stable)" in line for line in wide.splitlines())
     assert "x.example.com" in table
     assert "rejected_not_admitted" in table
     as_json = json.loads(
