@@ -1373,12 +1373,31 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, tuple[Any, Origin]]:
             except ValueError as exc:
                 raise ConfigError(setting.path, str(exc), label=var) from None
             layer[setting.path] = (value, Origin(var, in_file=False))
+        elif (entry := _misc_entry(var)) is not None:
+            layer[f"global.misc.{entry}"] = (environ[var], Origin(var, in_file=False))
         elif var in _RETIRED_ENV:
             warnings.warn(f"{var} is no longer read: use {_RETIRED_ENV[var]}", ConfigWarning, stacklevel=3)
         elif var.startswith(sections):
             hint = suggestion(var, by_env)
             warnings.warn(f"{var}: unknown setting (ignored){hint}", ConfigWarning, stacklevel=3)
     return layer
+
+
+_MISC_ENV = f"{ENV_PREFIX}GLOBAL_MISC_"
+
+
+def _misc_entry(var: str) -> str | None:
+    """The ``global.misc`` key a ``LAZYSTREAM_GLOBAL_MISC_<KEY>`` variable sets: Slime's own keys match with
+    hyphens and case ignored (``..._AUX_ADDR`` is ``aux-addr``, ``..._LOG_SOURCE_PORT`` ``logSourcePort``);
+    another key is its lower case with hyphens."""
+    if not var.startswith(_MISC_ENV) or len(var) == len(_MISC_ENV):
+        return None
+    rest = var[len(_MISC_ENV) :]
+    folded = rest.replace("_", "").lower()
+    for key in SLIME_MISC_DEFAULTS:
+        if key.replace("-", "").lower() == folded:
+            return key
+    return rest.lower().replace("_", "-")
 
 
 def _override_layer(overrides: Mapping[str, Any]) -> dict[str, tuple[Any, Origin]]:

@@ -1274,3 +1274,16 @@ def test_config_show_says_where_each_value_came_from(tmp_path: Path) -> None:
     assert table.splitlines()[0].split() == ["SETTING", "VALUE", "FROM"]
     as_json = CliRunner().invoke(main, ["config", "show", "-o", "json"], env=env).stdout
     assert json.loads(as_json)["web"]["port"] == 7000
+
+
+def test_slimes_hyphenated_misc_keys_can_be_set_from_the_environment() -> None:
+    env = {
+        "LAZYSTREAM_GLOBAL_MISC_AUX_ADDR": ":9999",
+        "LAZYSTREAM_GLOBAL_MISC_LOG_SOURCE_PORT": ":1",
+        "LAZYSTREAM_GLOBAL_MISC_CUSTOM_THING": "x",
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none of them is "unknown"
+        misc = load_config(None, env).global_.misc
+    assert (misc["aux-addr"], misc["logSourcePort"], misc["custom-thing"]) == (":9999", ":1", "x")
+    assert misc["metrics-addr"] == ":8080"  # the others keep Slime's defaults
