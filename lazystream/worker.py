@@ -429,7 +429,10 @@ class Worker:
     async def drop_orphans(self) -> int:
         """Learned state held for callers that are gone (no fence, no Service, no workload fence due): a
         reset through the edges topic for each owned one, so held state stays bounded by the callers that
-        exist. Run with every full sweep; returns how many were reset."""
+        exist. Run with every full sweep; returns how many were reset. Nothing is dropped while the watch
+        cache has not listed the whole cluster: a Service not listed yet is not a Service that is gone."""
+        if not self.cache.synced:
+            return 0
         options = resolve_options(self.config)
         table = self.stream.table
         keys = [k for k in contextvars.Context().run(lambda: list(table.keys())) if isinstance(k, bytes)]
