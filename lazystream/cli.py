@@ -564,7 +564,12 @@ def _admin_request(url: str, method: str = "GET", token: str | None = None) -> t
             body = {"error": exc.reason}
         return int(exc.code), body
     except (urllib.error.URLError, OSError) as exc:
-        raise click.ClickException(f"cannot reach the admin API at {url}: {exc}") from exc
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        reason = getattr(reason, "strerror", None) or str(reason)
+        raise click.ClickException(
+            f"cannot reach the admin API at {url}: {reason} (is a worker running there? give --admin-url or "
+            "LAZYSTREAM_ADMIN_URL, or a kubeconfig to find the worker pods)"
+        ) from exc
 
 
 def admin_url_option(func: F) -> F:

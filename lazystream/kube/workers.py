@@ -15,6 +15,7 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,8 @@ def find_workers(api: client.ApiClient, namespace: str, selector: str, port: int
         pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items
     except ApiException as exc:
         raise NoWorkers(f"cannot list the worker pods in {namespace} ({exc.status} {exc.reason})") from exc
+    except HTTPError as exc:  # the API server cannot be reached
+        raise NoWorkers(f"cannot list the worker pods in {namespace} ({type(exc).__name__})") from exc
     found = sorted(
         p.metadata.name for p in pods if p.status and p.status.pod_ip and not p.metadata.deletion_timestamp
     )
@@ -64,7 +67,7 @@ def proxy(
     try:
         response = api.call_api(*request)
         response.read()
-    except (ApiException, OSError) as exc:
+    except (ApiException, HTTPError, OSError) as exc:
         return 502, {"error": f"the API server's proxy to pod {pod.name} failed: {exc}"}
     return int(response.status), _json(response.data)
 

@@ -127,3 +127,15 @@ def test_loglevel_takes_slimes_level_names() -> None:
         (option,) = [p for p in main.commands[command].params if p.name == "loglevel"]
         assert {"trace", "debug", "info", "warn", "error", "fatal"} <= set(option.type.choices)
         assert option.type.case_sensitive is False
+
+
+def test_an_unreachable_admin_api_is_one_line_naming_the_fix() -> None:
+    result = CliRunner().invoke(
+        main, ["explain", "a/b", "--admin-url", "http://127.0.0.1:9"], env={"KUBECONFIG": "/nonexistent"}
+    )
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "Error: cannot reach the admin API at http://127.0.0.1:9/fences/a/b/explain: Connection refused"
+    )
+    assert line.endswith("give --admin-url or LAZYSTREAM_ADMIN_URL, or a kubeconfig to find the worker pods)")
