@@ -484,7 +484,7 @@ def _ask_workers(
     path: str,
     *,
     admin_url: str | None,
-    config_file: Path | None,
+    config: Config,
     method: str = "GET",
     token: str | None = None,
     owner: bool = False,
@@ -494,9 +494,8 @@ def _ask_workers(
     ``web.host:web.port``. With ``owner``, the answer of the worker that holds the fence's learned state
     (``learnedSource: table``) is preferred. Returns the status, the JSON body and whom it came from."""
     if admin_url:
-        base = _admin_url(admin_url, config_file)
+        base = _admin_url(admin_url, config)
         return (*_admin_request(f"{base}/{path}", method, token), base)
-    config = load(config_file)
     from kubernetes.config import ConfigException
 
     from lazystream.admin import TOKEN_HEADER
@@ -512,19 +511,20 @@ def _ask_workers(
             for pod in pods:
                 status, body = proxy(api, pod, path, method=method, headers=headers)
                 answers.append((status, body, f"pod {pod.namespace}/{pod.name}"))
-                if status < 500 and (not owner or body.get("learnedSource") == "table" or status != 200):
+                holds = not owner or status != 200 or body.get("learnedSource") == "table"
+                if status < 500 and holds:  # an answer that asking another worker would not improve
                     return answers[-1]
-            ok = [a for a in answers if a[0] < 500]
-            return (ok or answers)[0]
+            answered = [a for a in answers if a[0] < 500]
+            return (answered or answers)[0]
     except (ConfigException, NoWorkers, OSError):
-        base = _admin_url(None, config_file)  # no cluster or no worker pods: a worker on this machine
+        base = _admin_url(None, config)  # no cluster or no worker pods: a worker on this machine
         return (*_admin_request(f"{base}/{path}", method, token), base)
 
 
-def _admin_url(admin_url: str | None, config_file: Path | None) -> str:
+def _admin_url(admin_url: str | None, config: Config) -> str:
     if admin_url:
         return admin_url.rstrip("/")
-    web = load(config_file).web
+    web = config.web
     host = "127.0.0.1" if web.host in ("0.0.0.0", "::", "") else web.host  # noqa: S104 - a comparison
     return f"http://{host}:{web.port}"
 
@@ -536,13 +536,13 @@ def _fence_ref(value: str) -> tuple[str, str]:
     return namespace, name
 
 
-def _admin_token(token: str | None, config_file: Path | None) -> str | None:
+def _admin_token(token: str | None, config: Config) -> str | None:
     """``--token``, else the token of the kubeconfig's current user (or the pod's ServiceAccount)."""
     if token:
         return token
     from lazystream.kube.client import bearer_token
 
-    return bearer_token(load(config_file).kube.kubeconfig)
+    return bearer_token(config.kube.kubeconfig)
 
 
 def _admin_request(url: str, method: str = "GET", token: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -630,7 +630,7 @@ def explain(fence: str, admin_url: str | None, config_file: Path | None, output:
     """
     namespace, name = _fence_ref(fence)
     status, body, via = _ask_workers(
-        f"fences/{namespace}/{name}/explain", admin_url=admin_url, config_file=config_file, owner=True
+        f"fences/{namespace}/{name}/explain", admin_url=admin_url, config=load(config_file), owner=True
     )
     if status != 200:
         raise click.ClickException(f"{body.get('error') or f'HTTP {status}'} (asked {via})")
@@ -692,12 +692,9 @@ def reset(target: str, admin_url: str | None, token: str | None, config_file: Pa
         path = f"fences/{namespace}/{name}/reset"
     else:
         path = f"namespaces/{target}/reset"
+    config = load(config_file)  # once: its warnings are printed once
     status, body, via = _ask_workers(
-        path,
-        admin_url=admin_url,
-        config_file=config_file,
-        method="POST",
-        token=_admin_token(token, config_file),
+        path, admin_url=admin_url, config=config, method="POST", token=_admin_token(token, config)
     )
     if status != 202:
         raise click.ClickException(f"{body.get('error') or f'HTTP {status}'} (asked {via})")

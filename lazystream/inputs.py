@@ -3,7 +3,6 @@ and why."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from lazystream._configloader import suggestion
 from lazystream.domain.cluster import ClusterObjectError, ClusterState
 from lazystream.domain.fences import fence_from_object
 
@@ -71,6 +71,7 @@ def read_cluster(path: Path) -> ClusterInput:
     reads (``Servce``) and the same object twice are errors too."""
     found = ClusterInput()
     seen: dict[tuple[str, str, str], str] = {}
+    checked = ClusterState()  # each object read as the worker reads it, once
     for file in cluster_files(path):
         for where, document in _documents(file):
             for place, obj in _unwrap(document, where):
@@ -79,7 +80,7 @@ def read_cluster(path: Path) -> ClusterInput:
                     _check_kind(kind, place)
                     found.skipped.setdefault(kind, []).append(place)
                     continue
-                _check_object(obj, place)
+                _check_object(checked, obj, place)
                 meta = obj["metadata"]
                 key = (kind, str(meta.get("namespace", "")), meta["name"])
                 if key in seen:
@@ -91,15 +92,16 @@ def read_cluster(path: Path) -> ClusterInput:
 
 
 def _check_kind(kind: str, where: str) -> None:
-    near = difflib.get_close_matches(kind, sorted(CLUSTER_KINDS), n=1, cutoff=0.8)
-    if near:
-        raise InputError(f"{where}: unknown kind {kind!r}; did you mean {near[0]!r}?")
+    """A kind close to one lazystream reads is a typo, not a kind to skip."""
+    hint = suggestion(kind, sorted(CLUSTER_KINDS))
+    if hint:
+        raise InputError(f"{where}: unknown kind {kind!r}{hint}")
 
 
-def _check_object(obj: dict[str, Any], where: str) -> None:
+def _check_object(checked: ClusterState, obj: dict[str, Any], where: str) -> None:
     """Read the object as the worker would; a malformed field is an error at its place."""
     try:
-        ClusterState().apply(obj)
+        checked.apply(obj)
         if obj["kind"] == "ServiceFence":
             fence_from_object(obj)
     except ClusterObjectError as exc:
@@ -150,12 +152,6 @@ def _unwrap(obj: dict[str, Any], where: str) -> list[tuple[str, dict[str, Any]]]
         if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
             raise InputError(f"{where}: {kind} without metadata.name")
     return [(where, obj)]
-
-
-def read_access_log(path: Path) -> Iterator[bytes]:
-    """One record per line (any format lazystream reads); blank lines are skipped."""
-    for _, record in numbered_access_log(path):
-        yield record
 
 
 def numbered_access_log(path: Path) -> Iterator[tuple[int, bytes]]:

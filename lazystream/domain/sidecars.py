@@ -87,13 +87,21 @@ def sidecar_withheld(fence: FenceObject, cluster: ClusterState, options: FenceOp
     """Why the fence has no Sidecar, or None when it has one: disabled, no workload to select, or a
     workload selector Istio would refuse (lazystream never writes what istiod's webhook refuses, and a
     Sidecar without a selector would fence the whole namespace)."""
+    selector = _sidecar_selector(fence, cluster, options)
+    return selector if isinstance(selector, str) else None
+
+
+def _sidecar_selector(
+    fence: FenceObject, cluster: ClusterState, options: FenceOptions
+) -> dict[str, str] | str:
+    """The labels the fence's Sidecar selects its workload by, or why it has no Sidecar."""
     if not fence.spec.enable:
         return "the fence is disabled"
     labels = workload_labels(fence, cluster, options)
     if labels is None:
         return f"spec.workloadSelector.fromService: Service {fence.key} is missing or selects nothing"
     problem = workload_selector_problem(labels)
-    return f"spec.workloadSelector: {problem}" if problem else None
+    return f"spec.workloadSelector: {problem}" if problem else labels
 
 
 def workload_labels(
@@ -119,8 +127,8 @@ def render_sidecar(
 ) -> dict[str, Any] | None:
     """The Sidecar of an enabled fence, or None when it has none (:func:`sidecar_withheld` says why).
     ``egress``: its hosts when the caller has computed them (:func:`sidecar_hosts`)."""
-    labels = workload_labels(fence, cluster, options)
-    if labels is None or sidecar_withheld(fence, cluster, options) is not None:
+    labels = _sidecar_selector(fence, cluster, options)
+    if isinstance(labels, str):
         return None
     metadata: dict[str, Any] = {"name": fence.name, "namespace": fence.namespace}
     if REVISION_LABEL in fence.labels:

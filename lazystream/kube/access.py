@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 CACHE_SECONDS = 10.0
 CACHE_ENTRIES = 1024
@@ -31,10 +32,6 @@ class Decision:
     status: int
     user: str = ""
     reason: str = ""
-
-    @property
-    def allowed(self) -> bool:
-        return self.status == 200
 
 
 class AccessReviewer:
@@ -86,7 +83,7 @@ class AccessReviewer:
                     )
                 )
             )
-        except (ApiException, OSError) as exc:
+        except (ApiException, HTTPError, OSError) as exc:  # HTTPError: the API server could not be reached
             reason = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else type(exc).__name__
             return Decision(503, reason=f"the API server could not review the token ({reason})")
         where = f"in namespace {namespace}" if namespace else "in every namespace"

@@ -67,8 +67,8 @@ def proxy(
     try:
         response = api.call_api(*request)
         response.read()
-    except (ApiException, HTTPError, OSError) as exc:
-        return 502, {"error": f"the API server's proxy to pod {pod.name} failed: {exc}"}
+    except (ApiException, HTTPError, OSError) as exc:  # named, never printed: it may hold headers
+        return 502, {"error": f"the API server's proxy to pod {pod.name} failed ({type(exc).__name__})"}
     return int(response.status), _json(response.data)
 
 

@@ -12,7 +12,6 @@ and the records in, its end state must be what ``render`` computes from both.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,9 +126,6 @@ class MeshScenario:
         items = self.builder(fences=fences).objects()
         return items if namespaces else [o for o in items if o["kind"] != "Namespace"]
 
-    def fence_objects(self) -> list[dict[str, Any]]:
-        return [o for o in self.builder().objects() if o["kind"] == "ServiceFence"]
-
     # -- traffic --------------------------------------------------------------------------------------
 
     def records(self, count: int, start: float, *, seconds: float = 60.0) -> list[bytes]:
@@ -224,12 +220,6 @@ class MeshScenario:
             b"",
         ]
         return kinds[(i // 40) % len(kinds)]
-
-    def stream(self, count: int, start: float, *, chunk: int = 500) -> Iterator[list[bytes]]:
-        """The records of :meth:`records` in chunks."""
-        records = self.records(count, start)
-        for begin in range(0, len(records), chunk):
-            yield records[begin : begin + chunk]
 
 
 def _fqdn_of(authority: str, source: ObjectKey) -> str:

@@ -13,6 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,12 +48,18 @@ def topics_cleanup(kafka_bootstrap: str, fresh_name: str) -> Iterator[None]:
     asyncio.run(delete_topics(f"{fresh_name}-", bootstrap_servers=kafka_bootstrap))
 
 
-def make_run(
-    scenario: MeshScenario, kafka: str, kube: KubeServer, fresh_name: str, tmp_path: Path, **kw: int
-) -> FaultRun:
-    run = FaultRun(scenario, kafka, kube, fresh_name, tmp_path, **kw)
+@contextmanager
+def fault_run(
+    scenario: MeshScenario, kafka: str, kube: KubeServer, fresh_name: str, tmp_path: Path
+) -> Iterator[FaultRun]:
+    """A fault's world with its topics created and the scenario applied; its workers stopped at the end."""
+    run = FaultRun(scenario, kafka, kube, fresh_name, tmp_path)
     cli(run.env, "topics", "create")
-    return run
+    run.apply_cluster()
+    try:
+        yield run
+    finally:
+        run.stop()
 
 
 def test_records_waiting_at_start(
@@ -65,16 +72,12 @@ def test_records_waiting_at_start(
 ) -> None:
     """(1) Every record is on the access topic before either worker starts, and no auto fence exists yet:
     the leader creates them while the ingest is already reading."""
-    run = make_run(scenario, kafka_bootstrap, kube_server, fresh_name, tmp_path)
-    run.apply_cluster()
-    run.send_all()
-    began = time.monotonic()
-    try:
+    with fault_run(scenario, kafka_bootstrap, kube_server, fresh_name, tmp_path) as run:
+        run.send_all()
+        began = time.monotonic()
         run.start("a", "b")
         run.converge("both workers equal to render")
         report("records waiting at start", run, time.monotonic() - began)
-    finally:
-        run.stop()
 
 
 def test_kill_9_mid_stream_with_and_without_its_data(
@@ -87,9 +90,7 @@ def test_kill_9_mid_stream_with_and_without_its_data(
 ) -> None:
     """(2) kill -9 of one worker at ~40 % consumed, restarted with its data directory; at ~70 % again,
     restarted with its data directory deleted."""
-    run = make_run(scenario, kafka_bootstrap, kube_server, fresh_name, tmp_path)
-    run.apply_cluster()
-    try:
+    with fault_run(scenario, kafka_bootstrap, kube_server, fresh_name, tmp_path) as run:
         feeder = run.mid_stream()
         run.kill("a")
         run.start("a")
@@ -101,8 +102,6 @@ def test_kill_9_mid_stream_with_and_without_its_data(
         struck = time.monotonic()
         run.converge("equal to render after two kills")
         report("kill -9", run, time.monotonic() - struck)
-    finally:
-        run.stop()
 
 
 def test_broker_restart_mid_stream(
@@ -113,9 +112,7 @@ def test_broker_restart_mid_stream(
     tmp_path: Path,
 ) -> None:
     """(3) The broker stops at ~40 % and comes back 10 s later (the feeder holds its records meanwhile)."""
-    run = make_run(scenario, private_kafka.bootstrap, kube_server, fresh_name, tmp_path)
-    run.apply_cluster()
-    try:
+    with fault_run(scenario, private_kafka.bootstrap, kube_server, fresh_name, tmp_path) as run:
         feeder = run.mid_stream()
         feeder.pause()
         private_kafka.stop()
@@ -125,8 +122,6 @@ def test_broker_restart_mid_stream(
         feeder.finish()
         run.converge("equal to render after the broker restart")
         report("broker restart", run, time.monotonic() - struck)
-    finally:
-        run.stop()
 
 
 def test_api_server_down_30_s_mid_stream(
@@ -142,9 +137,7 @@ def test_api_server_down_30_s_mid_stream(
         from lazystream.testing.crds import install_test_crds
 
         install_test_crds(api)
-    run = make_run(scenario, kafka_bootstrap, private_kube.server, fresh_name, tmp_path)
-    run.apply_cluster()
-    try:
+    with fault_run(scenario, kafka_bootstrap, private_kube.server, fresh_name, tmp_path) as run:
         feeder = run.mid_stream()
         private_kube.stop()
         time.sleep(30)
@@ -153,8 +146,6 @@ def test_api_server_down_30_s_mid_stream(
         feeder.finish()
         run.converge("equal to render after the API server outage")
         report("API server down 30 s", run, time.monotonic() - struck)
-    finally:
-        run.stop()
 
 
 def test_leadership_change_mid_stream(
@@ -167,21 +158,19 @@ def test_leadership_change_mid_stream(
 ) -> None:
     """(5) The leader stops at ~40 %; the other takes over, and a Service labelled for autoFence right then
     gets its fence from the new leader, with the calls it made before it was labelled."""
-    run = make_run(scenario, kafka_bootstrap, kube_server, fresh_name, tmp_path)
     late = next(k for k in scenario.ips if k.namespace == scenario.spaces[1] and k.name == "svc-0")
-    run.apply_cluster()
-    with api_client(kube_server.kubeconfig) as api:  # unlabelled at first: not fenced
-        (service,) = [
-            o
-            for o in scenario.objects()
-            if o["kind"] == "Service"
-            and o["metadata"]["name"] == late.name
-            and o["metadata"]["namespace"] == late.namespace
-        ]
-        client.CoreV1Api(api).patch_namespaced_service(
-            late.name, late.namespace, {"metadata": {"labels": {"slime.io/serviceFenced": None}}}
-        )
-    try:
+    (service,) = [
+        o
+        for o in scenario.objects()
+        if o["kind"] == "Service"
+        and o["metadata"]["name"] == late.name
+        and o["metadata"]["namespace"] == late.namespace
+    ]
+    with fault_run(scenario, kafka_bootstrap, kube_server, fresh_name, tmp_path) as run:
+        with api_client(kube_server.kubeconfig) as api:  # unlabelled at first: not fenced
+            client.CoreV1Api(api).patch_namespaced_service(
+                late.name, late.namespace, {"metadata": {"labels": {"slime.io/serviceFenced": None}}}
+            )
         feeder = run.mid_stream()
         leader = lease_holder(kube_server, scenario.spaces[0])
         run.stop(leader)
@@ -195,8 +184,6 @@ def test_leadership_change_mid_stream(
         feeder.finish()
         run.converge("equal to render after the leadership change")
         report("leadership change", run, time.monotonic() - struck)
-    finally:
-        run.stop()
 
 
 def lease_holder(kube: KubeServer, namespace: str) -> str:
@@ -220,9 +207,7 @@ def test_replay_from_the_beginning_writes_nothing(
 ) -> None:
     """(6) After the fences are learned, both workers stop, the access and edges topics are replayed from
     the beginning and the workers start again: not one write."""
-    run = make_run(scenario, kafka_bootstrap, kube_server, fresh_name, tmp_path)
-    run.apply_cluster()
-    try:
+    with fault_run(scenario, kafka_bootstrap, kube_server, fresh_name, tmp_path) as run:
         run.start("a", "b")
         run.feeder().finish()
         run.converge("equal to render")
@@ -236,8 +221,6 @@ def test_replay_from_the_beginning_writes_nothing(
         assert run.writes() == before
         run.converge("still equal to render")
         report("replay from the beginning", run, time.monotonic() - struck)
-    finally:
-        run.stop()
 
 
 def test_partitions_4_to_12_mid_stream(
@@ -250,9 +233,7 @@ def test_partitions_4_to_12_mid_stream(
 ) -> None:
     """(7) At ~40 % the workers stop, ``topics scale --partitions 12`` runs while records keep coming, and
     the workers start on 12 partitions and the next table version."""
-    run = make_run(scenario, kafka_bootstrap, kube_server, fresh_name, tmp_path)
-    run.apply_cluster()
-    try:
+    with fault_run(scenario, kafka_bootstrap, kube_server, fresh_name, tmp_path) as run:
         feeder = run.mid_stream()
         run.stop()
         cli(run.env, "topics", "scale", "--partitions", "12")
@@ -265,5 +246,3 @@ def test_partitions_4_to_12_mid_stream(
         feeder.finish()
         run.converge("equal to render on 12 partitions")
         report("partitions 4 -> 12", run, time.monotonic() - struck)
-    finally:
-        run.stop()
