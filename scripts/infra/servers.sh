@@ -43,6 +43,7 @@ env_lines() {
   echo "export LAZYSTREAM_TEST_PROMETHEUS_SD_DIR=$INFRA_RUN/prometheus/targets"
   echo "export LAZYSTREAM_TEST_LUAJIT=$INFRA_CACHE/luajit/usr/bin/luajit"
   echo "export LAZYSTREAM_TEST_KUSTOMIZE=$INFRA_CACHE/kustomize-v$KUSTOMIZE_VERSION/kustomize"
+  echo "export LAZYSTREAM_TEST_HELM=$INFRA_CACHE/helm-v$HELM_VERSION/helm"
   echo "export LAZYSTREAM_TEST_ISTIO_CRDS=$INFRA_CACHE/istio-api-$ISTIO_API_VERSION/customresourcedefinitions.gen.yaml"
   echo "export LAZYSTREAM_TEST_ISTIO_VERSION=$ISTIO_API_VERSION"
 }
@@ -57,7 +58,8 @@ install_all() {
   unpack_debs
   [[ " ${names[*]} " != *" kafka "* ]] || "$HERE/kafka/kafka.sh" install
   [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/k8s/build-kube-apiserver.sh" >/dev/null
-  [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/k8s/build-kustomize.sh" >/dev/null
+  [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/k8s/build-go-tool.sh" kustomize >/dev/null
+  [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/k8s/build-go-tool.sh" helm >/dev/null
   [[ " ${names[*]} " != *" k8s "* ]] || "$HERE/istio/fetch-crds.sh" >/dev/null
   echo "servers installed in $((SECONDS - t)) s" >&2
 }

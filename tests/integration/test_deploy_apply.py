@@ -1,4 +1,5 @@
-"""Every manifest of every deploy/ overlay, applied to the real kube-apiserver with server-side apply.
+"""Every manifest of every deploy/ overlay and of the Helm chart in each mode, applied to the real
+kube-apiserver with server-side apply; and the chart installed, upgraded and uninstalled by the real helm.
 
 The test API server has no controllers, so nothing runs; creating the StatefulSet, Deployments and DaemonSet
 is harmless and checks them against the server's own validation (a dry run would check the same, and is
@@ -11,6 +12,7 @@ created when missing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
 from lazystream.kube import crds
-from tests.fixtures.deploy import OVERLAYS, find, render
+from tests.fixtures.deploy import MODES, OVERLAYS, find, render, render_chart
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(180)]
 MANAGER = "lazystream-deploy-test"
@@ -55,11 +57,20 @@ def ensure_namespaces(core: client.CoreV1Api, objects: list[dict[str, Any]]) -> 
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_manifest_of_the_overlay_is_accepted(
-    overlay: str, deploy_dynamic: DynamicClient, kube_api: client.ApiClient
+SOURCES = [
+    *(pytest.param(render, o, id=f"overlay-{o}") for o in OVERLAYS),
+    *(pytest.param(render_chart, m, id=f"chart-{m}") for m in MODES),
+]
+
+
+@pytest.mark.parametrize(("renderer", "mode"), SOURCES)
+def test_every_manifest_is_accepted(
+    renderer: Callable[[str], list[dict[str, Any]]],
+    mode: str,
+    deploy_dynamic: DynamicClient,
+    kube_api: client.ApiClient,
 ) -> None:
-    objects = render(overlay)
+    objects = renderer(mode)
     ensure_namespaces(client.CoreV1Api(kube_api), objects)
     # Namespaces first, then RBAC and configuration, then workloads: the order kubectl would take
     order = {"Namespace": 0, "ServiceAccount": 1, "ClusterRole": 1, "Role": 1, "ConfigMap": 2}

@@ -16,7 +16,6 @@ from lazystream.config import ConfigWarning, GlobalSidecarSettings, WebSettings,
 from lazystream.domain import wormhole
 from lazystream.ops.topics import TopicKind, changelog_topic, topic_names
 from tests.fixtures.deploy import DEPLOY, OVERLAYS, find, render, render_with
-from tests.fixtures.servers import REPO
 
 WORKLOAD_KINDS = {"StatefulSet", "Deployment", "DaemonSet"}
 
@@ -232,15 +231,6 @@ def test_kafka_topics_match_what_the_worker_uses(overlay: str, tmp_path: Path) -
         expected = {"cleanup.policy": "compact"} if kind is TopicKind.CHANGELOG else None
         assert topics[name].get("config") == expected
     assert names[TopicKind.CHANGELOG] == changelog_topic(config)
-
-
-def test_fluent_bit_configuration_is_fluentbits() -> None:
-    """kustomize reads no file outside its directory: the copies in deploy/ must equal fluentbit/'s."""
-    for name in ("fluent-bit.yaml", "lazystream.lua"):
-        copy = DEPLOY / "components" / "fluent-bit" / name
-        assert copy.read_bytes() == (REPO / "fluentbit" / name).read_bytes(), (
-            f"{copy} differs from fluentbit/"
-        )
 
 
 def test_fluent_bit_tails_every_global_sidecar_namespace() -> None:

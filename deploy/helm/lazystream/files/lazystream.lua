@@ -1,0 +1,1 @@
+../../../components/fluent-bit/lazystream.lua
