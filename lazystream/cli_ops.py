@@ -513,7 +513,8 @@ def topics_scale(
     type=click.Choice(["dot", "mermaid", "svg"]),
     default="dot",
     show_default=True,
-    help="Graphviz DOT, Mermaid flowchart, or a self-contained SVG picture.",
+    help="Graphviz DOT, Mermaid flowchart (both with a subgraph per namespace), or a self-contained SVG "
+    "picture laid out by lazystream, with a legend.",
 )
 def graph(
     config_file: Path | None,
@@ -522,9 +523,12 @@ def graph(
     from_file: Path | None,
     output: str,
 ) -> None:
-    """The learned dependency graph: each fence (box) to the hosts it learned (solid) or declares in
-    spec.host (dashed), from the ServiceFences' status in the API server or from a file."""
-    from lazystream.domain.graph import RENDERERS, edges_from_fences
+    """The dependency graph of the ServiceFences (from the API server or a file), calls flowing left to
+    right: one node per service (the fence ns/name and its host name.ns.svc.<clusterDomain> are one
+    node), grouped in a box per namespace; edges learned (status.metricStatus, solid) or declared in
+    spec.host (dashed). Services with a fence, services without one, and external hosts or declared ns/*
+    look different; the SVG has a legend."""
+    from lazystream.domain.graph import RENDERERS, graph_from_fences
 
     config = load(config_file)
     if from_file is not None:
@@ -541,4 +545,5 @@ def graph(
 
         with api_client(kubeconfig or config.kube.kubeconfig) as api:
             fences = list_objects(api, ["ServiceFence"], namespace)
-    click.echo(RENDERERS[output](edges_from_fences(fences, namespace)), nl=False)
+    picture = graph_from_fences(fences, namespace, config.fence.cluster_domain)
+    click.echo(RENDERERS[output](picture), nl=False)

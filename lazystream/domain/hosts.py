@@ -96,6 +96,16 @@ def service_fqdn(name: str, namespace: str, cluster_domain: str) -> str:
     return f"{name}.{namespace}.svc.{cluster_domain}"
 
 
+def split_service_fqdn(host: str, cluster_domain: str) -> tuple[str, str] | None:
+    """``(name, namespace)`` of ``name.namespace.svc.<cluster domain>``, the inverse of :func:`service_fqdn`;
+    None for any other host (a wildcard, an external name, a short form)."""
+    prefix, dot, rest = host.partition(".")
+    namespace, dot2, suffix = rest.partition(".")
+    if not (dot and dot2) or suffix != f"svc.{cluster_domain}" or "*" in (prefix, namespace):
+        return None
+    return (prefix, namespace) if prefix and namespace else None
+
+
 def wildcard_matches(pattern: str, host: str) -> bool:
     """Istio host matching: ``*`` matches every host, ``*.example.com`` any name below ``example.com``;
     anything else matches itself exactly."""

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from lazystream.domain.hosts import HostProblem, is_dns_name, normalize_authority, wildcard_matches
+from lazystream.domain.hosts import (
+    HostProblem,
+    is_dns_name,
+    normalize_authority,
+    service_fqdn,
+    split_service_fqdn,
+    wildcard_matches,
+)
 
 
 @pytest.mark.parametrize(
@@ -64,3 +71,9 @@ def test_dns_names_are_lower_case_only() -> None:
 )
 def test_istio_wildcards(pattern: str, host: str, matches: bool) -> None:
     assert wildcard_matches(pattern, host) is matches
+
+
+def test_split_service_fqdn_inverts_service_fqdn() -> None:
+    assert split_service_fqdn(service_fqdn("cart", "shop", "corp.local"), "corp.local") == ("cart", "shop")
+    for host in ("cart.shop.svc.cluster.local", "cart.shop", "*.shop.svc.corp.local", "a.b.c.svc.corp.local"):
+        assert split_service_fqdn(host, "corp.local") is None, host

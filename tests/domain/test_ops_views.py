@@ -8,7 +8,16 @@ import xml.etree.ElementTree as ET
 import orjson
 
 from lazystream.domain import learned
-from lazystream.domain.graph import Edge, EdgeKind, edges_from_fences, to_dot, to_mermaid, to_svg
+from lazystream.domain.graph import (
+    Edge,
+    EdgeKind,
+    Graph,
+    edges_from_fences,
+    graph_from_fences,
+    to_dot,
+    to_mermaid,
+    to_svg,
+)
 from lazystream.domain.learned import LearnedHost
 from lazystream.domain.messages import TopicKind, decode, one_line
 from lazystream.domain.render import RenderOptions, render
@@ -92,22 +101,32 @@ def test_graph_edges_from_fences() -> None:
 
 
 def test_graph_renderings() -> None:
-    edges = edges_from_fences(FENCES)
-    dot = to_dot(edges)
+    graph = graph_from_fences(FENCES)
+    assert [n.id for n in graph.nodes] == [
+        "billing/invoices",
+        "billing/tax",
+        "shop/details",
+        "shop/productpage",
+        "shop/reviews",
+        "shop/static",
+    ]
+    dot = to_dot(graph)
     assert dot.startswith("digraph lazystream {")
-    assert '"shop/productpage" -> "static.shop.svc.cluster.local" [style=dashed];' in dot
-    assert '"billing/invoices" -> "tax.billing.svc.cluster.local";' in dot
-    mermaid = to_mermaid(edges).splitlines()
+    assert '"shop/productpage" -> "shop/static" [style=dashed];' in dot
+    assert '"billing/invoices" -> "billing/tax";' in dot
+    assert '  subgraph "cluster_billing" {' in dot
+    mermaid = to_mermaid(graph).splitlines()
     assert mermaid[0] == "flowchart LR"
     assert sum("-.->" in line for line in mermaid) == 1
     assert sum("-->" in line for line in mermaid) == 3
-    svg = ET.fromstring(to_svg(edges))  # noqa: S314 - our own output; well-formed XML
+    svg = ET.fromstring(to_svg(graph))  # noqa: S314 - our own output; well-formed XML
     ns = "{http://www.w3.org/2000/svg}"
-    assert len(svg.findall(f"{ns}line")) == 4
-    texts = {t.text for t in svg.findall(f"{ns}text")}
-    assert {"shop/productpage", "billing/invoices", "tax.billing.svc.cluster.local"} <= texts
-    assert sum(1 for line in svg.findall(f"{ns}line") if line.get("stroke-dasharray")) == 1
-    assert ET.fromstring(to_svg([])).tag == f"{ns}svg"  # noqa: S314 - our own output
+    edges = [p for p in svg.iter(f"{ns}path") if "edge" in (p.get("class") or "")]
+    assert len(edges) == 4 + 2  # and the legend's two samples
+    texts = {t.text for t in svg.iter(f"{ns}text")}
+    assert {"productpage", "invoices", "tax", "shop", "billing", "fenced service"} <= texts
+    assert sum(1 for p in edges if p.get("stroke-dasharray")) == 1 + 1
+    assert ET.fromstring(to_svg(Graph((), ()))).tag == f"{ns}svg"  # noqa: S314 - our own output
 
 
 def test_replay_preview_reports_new_hosts_then_nothing() -> None:
