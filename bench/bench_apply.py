@@ -3,9 +3,9 @@
 The sink writes each fence's ``status`` (a server-side apply of the status subresource) and its Sidecar. The
 API server's CPU per write grows with the object, and at 10k fences it is what bounds how fast the whole
 mesh's Sidecars can be written on a small machine (see ``bench/README.md``). Per host count this writes
-``fences`` fences ``rounds`` times through :class:`~lazystream.kube.sink.FenceSink`, statuses alone and then
-Sidecars alone, each round with one host changed (as when a fence learns one), and reads the API server's
-own ``process_cpu_seconds_total`` before and after. Baseline in the same run: the write of a 1-host fence.
+``fences`` fences ``rounds`` times through the reconcile loop and :class:`~lazystream.kube.sink.FenceSink`,
+statuses alone and then Sidecars alone, each round with one host changed (as when a fence learns one), and
+reads the API server's own ``process_cpu_seconds_total`` before and after. Baseline in the same run: the write of a 1-host fence.
 
 Needs a real API server (``eval "$(scripts/infra/servers.sh env)"``; nothing else should be using it while
 it runs, since the API server's CPU is counted whole): ``python -m bench.bench_apply [hosts ...]``.
@@ -26,9 +26,10 @@ from typing import Any
 from kubernetes import client
 
 from bench.harness import auth_headers, cluster_api, delete_namespace
+from lazystream.controller.reconciler import Desired
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import Domain, render_status
-from lazystream.kube.sink import Desired, FenceSink, Kind
+from lazystream.kube.sink import Kind, fence_controller
 
 FENCE_API = "microservice.slime.io/v1alpha1"
 SIDECAR_API = "networking.istio.io/v1alpha3"
@@ -130,7 +131,7 @@ async def measure(
     def compute(key: ObjectKey) -> tuple[Desired, None]:
         return current[key.name], None
 
-    sink = FenceSink(api, compute=compute, coalesce_seconds=0.0)
+    sink = fence_controller(api, compute, coalesce_seconds=0.0)
     await sink.start()
     try:
         # read on the loop (the sink is idle then): the pool's connection is open before the first reading

@@ -311,10 +311,10 @@ class WorkerCollector(Collector):
             yield gauge
 
     def _sink(self) -> Iterator[Metric]:
-        sink = self.worker.sink
+        controller = self.worker.controller
         writes = _counter("lazystream_api_writes_total", ["kind", "outcome"])
         errors = _counter("lazystream_api_errors_total", ["error"])
-        for key, count in sorted(sink.writes_total.items()):
+        for key, count in sorted(controller.writes_total.items()):
             kind, _, outcome = key.partition(":")
             if kind == "error":
                 errors.add_metric([outcome], count)
@@ -325,10 +325,10 @@ class WorkerCollector(Collector):
         in_flight = GaugeMetricFamily(
             "lazystream_api_writes_in_flight", _help("lazystream_api_writes_in_flight")
         )
-        in_flight.add_metric([], sink.in_flight)
+        in_flight.add_metric([], controller.queue.in_flight)
         yield in_flight
         sweep = GaugeMetricFamily("lazystream_sweep_fences_pending", _help("lazystream_sweep_fences_pending"))
-        sweep.add_metric([], sink.sweep_pending)
+        sweep.add_metric([], controller.sweep_pending)
         yield sweep
         left_out = GaugeMetricFamily(
             "lazystream_sidecar_hosts_left_out", _help("lazystream_sidecar_hosts_left_out"), labels=["reason"]

@@ -1,10 +1,11 @@
-"""``lazystream worker``: wires the faust app, the Kubernetes watch cache and the API-server sink.
+"""``lazystream worker``: wires the faust app, the Kubernetes watch cache and the reconcile loop.
 
-This is the one module that knows all three layers. Startup: the app starts its agents and recovers the
-learned-state table; the watch cache lists the cluster; the sink starts; if learned state is empty, fences
-are seeded from their ``status.metricStatus`` through the edges topic. From then on a table write, a
-cluster change or the periodic refresh schedules a fence, and the sink writes what the domain core
-computes for it. SIGTERM stops the sink (after a last drain) and the watches, then faust.
+This is the one module that knows all the layers. Startup: the app starts its agents and recovers the
+learned-state table; the watch cache lists the cluster; the controller (``lazystream.controller``, writing
+through ``kube.sink``) starts; if learned state is empty, fences are seeded from their
+``status.metricStatus`` through the edges topic. From then on a table write, a cluster change, a deadline
+or the periodic refresh schedules a fence, and the controller writes what the domain core computes for it
+(:meth:`Worker.compute`). SIGTERM stops the controller (after a last drain) and the watches, then faust.
 
 Cluster-wide work (autoFence, the fallback objects, Prometheus polling) runs only while this worker holds the
 leader Lease; losing the Lease cancels it at once. The admin API (health, readiness,
@@ -32,6 +33,7 @@ from aiokafka.errors import KafkaError
 from lazystream import heap, logs, memory
 from lazystream.admin import AdminHooks, AdminServer, cache_explainer, cache_fences_in, create_admin_app
 from lazystream.config import Config
+from lazystream.controller.reconciler import Desired, FenceController, NotReady, Observed
 from lazystream.domain import learned
 from lazystream.domain.autofence import fence_in_revision_scope
 from lazystream.domain.cluster import ObjectKey
@@ -45,7 +47,7 @@ from lazystream.kube.client import api_client
 from lazystream.kube.fallback import FallbackKeeper
 from lazystream.kube.informers import ALL_KINDS, ClusterCache
 from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identity
-from lazystream.kube.sink import Desired, FenceSink, NotReady, Observed
+from lazystream.kube.sink import FenceSink
 from lazystream.metrics import add_metrics_route, instrument_worker
 from lazystream.metrics_source import PrometheusPoller
 from lazystream.ops.kafka import OpsError
@@ -125,8 +127,8 @@ class Worker:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        # the watches hold a connection each, the sink up to ``concurrency``; a few more for the Lease, the
-        # autoFencer, the fallback objects and the admin API's requests
+        # the watches hold a connection each, the sink's writes up to ``concurrency``; a few more for the
+        # Lease, the autoFencer, the fallback objects and the admin API's requests
         self.api = api_client(
             config.kube.kubeconfig, connections=len(ALL_KINDS) + config.sink.concurrency + SPARE_CONNECTIONS
         )
@@ -138,16 +140,18 @@ class Worker:
             on_kind_change=self._on_kind_change,
         )
         self.sink = FenceSink(
-            self.api,
-            compute=self.compute,
+            self.api, concurrency=config.sink.concurrency, field_manager=config.sink.field_manager
+        )
+        self.controller = FenceController(
+            self.compute,
+            self.sink,
+            deadline_in=self._deadline_in,
             coalesce_seconds=config.sink.coalesce_seconds,
             concurrency=config.sink.concurrency,
-            field_manager=config.sink.field_manager,
         )
         self.stream: WorkerApp = create_worker_app(config, self.cache, self._on_fence_learned)
         self.ready = asyncio.Event()
         self.sweeps = SweepSchedule()
-        self._deadline_timers: dict[ObjectKey, asyncio.TimerHandle] = {}
         self.revision_scope = autofence_options(self.config)
         """``global.istioRev`` / ``strictRev``: fences of other revisions are skipped."""
         self.autofencer = self._autofencer()
@@ -229,7 +233,7 @@ class Worker:
             ),
             ready={"cachesSynced": lambda: self.cache.synced, "workerReady": self.ready.is_set},
             sweep=self.sweep_now,
-            sweep_pending=lambda: self.sink.sweep_pending,
+            sweep_pending=lambda: self.controller.sweep_pending,
             memory=self.memory_report,
             authorize=AccessReviewer(self.api).review if self.config.web.write_auth == "kubernetes" else None,
         )
@@ -259,7 +263,7 @@ class Worker:
             objects = {
                 "cache.state": self.cache.state,
                 "cache": self.cache,
-                "sink": self.sink,
+                "controller": self.controller,
                 "computer": self.computer,
                 "ingest": self.stream.ingest,
             }
@@ -316,7 +320,7 @@ class Worker:
 
     def _on_fence_learned(self, key: ObjectKey) -> None:
         if self.ready.is_set():
-            self.sink.schedule(key)
+            self.controller.schedule(key)
 
     def _on_kind_change(self, kind: str) -> None:
         """Called from a watch thread."""
@@ -329,7 +333,7 @@ class Worker:
         """Called from a watch thread."""
         if self.ready.is_set():
             for key in keys:
-                self.sink.schedule_threadsafe(key)
+                self.controller.schedule_threadsafe(key)
 
     def schedule_owned(self) -> int:
         """Sweep every fence in scope that this worker owns (the sink skips what is unchanged); returns how
@@ -337,7 +341,7 @@ class Worker:
         with self.cache.reading():
             keys = list(self.cache.fences)
         owned = [k for k in keys if self.in_scope(k) and self.stream.owns(k)]
-        self.sink.sweep(owned)  # behind the fences scheduled as they learn: see FenceSink.sweep
+        self.controller.sweep(owned)  # behind the fences scheduled as they learn: see FenceSink.sweep
         return len(owned)
 
     # -- computing ------------------------------------------------------------------------------------
@@ -366,8 +370,8 @@ class Worker:
         return not (app.should_stop or app.rebalancing or app.in_recovery)
 
     def compute(self, key: ObjectKey) -> tuple[Desired, Observed] | None:
-        """What the sink writes for ``key`` now; None when the fence is gone or not this worker's. While the
-        table cannot be read (recovery, rebalance, shutdown), :class:`NotReady`: the sink tries later."""
+        """What the controller writes for ``key`` now; None when the fence is gone or not this worker's. While
+        the table cannot be read (recovery, rebalance, shutdown), :class:`NotReady`: it is tried later."""
         if not self.state_readable():
             raise NotReady(str(key))
         if not self.in_scope(key) or not self.stream.owns(key):
@@ -389,22 +393,17 @@ class Worker:
                 fence, self.stream.learned_hosts(key), self.cache.state, self.cache.sidecars.get(key)
             )
         self.cache.set_fence_hosts(key, plan.hosts)
-        self._set_deadline_timer(key)
         return (
             Desired(status=plan.status, sidecar=plan.sidecar),
             Observed(status=plan.observed_status, sidecar=plan.observed_sidecar),
         )
 
-    def _set_deadline_timer(self, key: ObjectKey) -> None:
-        """Recompute the fence just after its next ``spec.host`` deadline (one timer per fence)."""
-        old = self._deadline_timers.pop(key, None)
-        if old is not None:
-            old.cancel()
+    def _deadline_in(self, key: ObjectKey) -> float | None:
+        """Seconds until the fence's next ``spec.host`` deadline has passed, as of its last compute."""
         deadline = self.computer.next_deadline.get(key)
-        if deadline is not None:
-            delay = max(0.0, deadline - self.computer.clock()) + DEADLINE_SLACK
-            loop = asyncio.get_running_loop()
-            self._deadline_timers[key] = loop.call_later(delay, self.sink.schedule, key)
+        if deadline is None:
+            return None
+        return max(0.0, deadline - self.computer.clock()) + DEADLINE_SLACK
 
     async def expire_idle(self) -> int:
         """With ``fence.idleTtlSeconds``: an expiry through the edges topic for each owned fence's hosts
@@ -496,7 +495,7 @@ class Worker:
             heap.freeze()  # start-up objects and the listed cluster: full collections skip them from now
             # records are resolved against the cluster: reading them before it is listed would lose them
             app.add_future(worker.consume_access())
-            await worker.sink.start()
+            await worker.controller.start()
             await app.tables.recovery.completed.wait()  # type: ignore[attr-defined]  # learned state recovered from changelog/RocksDB
             seeded = await worker.seed()
             worker.ready.set()
@@ -517,7 +516,7 @@ class Worker:
                 # a sweep also catches fences this worker was newly assigned
                 if not (worker.sweeps.due(worker.app.rebalancing_count) and worker.sweep_now() is not None):
                     for key in list(worker.computer.timed):
-                        worker.sink.schedule(key)
+                        worker.controller.schedule(key)
 
         line = CountersLine()
 
@@ -536,9 +535,7 @@ class Worker:
         async def stop_kubernetes(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
             if worker.elector is not None:
                 await worker.elector.stop()  # releases the Lease: another worker takes over at once
-            for timer in worker._deadline_timers.values():
-                timer.cancel()
-            await worker.sink.stop()
+            await worker.controller.stop()
             await asyncio.to_thread(worker.cache.stop)
             await worker.admin.stop()
             worker.api.close()
@@ -558,7 +555,7 @@ class Worker:
     def summary(self) -> str:
         parts = [f"{n} {k}" for k, n in sorted(self.stream.ingest.outcomes.items())]
         parts += [f"{n} {k}" for k, n in sorted(self.stream.counters.items())]
-        parts += [f"{n} {k}" for k, n in sorted(self.sink.writes_total.items())]
+        parts += [f"{n} {k}" for k, n in sorted(self.controller.writes_total.items())]
         if self.autofencer is not None:
             parts += [f"{n} autofence:{k}" for k, n in sorted(self.autofencer.counters.items())]
         if self.poller is not None:

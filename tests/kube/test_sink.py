@@ -1,4 +1,5 @@
-"""FenceSink against the real kube-apiserver: writes are counted from the API server's audit log."""
+"""The reconcile loop writing through FenceSink against the real kube-apiserver: writes are counted from the
+API server's audit log."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import pytest
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
+from lazystream.controller.reconciler import Desired, FenceController, NotReady, Observed
 from lazystream.domain.cluster import ObjectKey
 from lazystream.kube.client import api_client
-from lazystream.kube.sink import Desired, FenceSink, NotReady, Observed
+from lazystream.kube.sink import fence_controller
 from tests.fixtures.kube import AuditEvent, AuditLog
 from tests.fixtures.servers import KubeServer, unique_name
 
@@ -109,7 +111,7 @@ def timestamp(value: str) -> float:
 
 
 @asynccontextmanager
-async def running(sink: FenceSink) -> AsyncIterator[FenceSink]:
+async def running(sink: FenceController) -> AsyncIterator[FenceController]:
     await sink.start()
     try:
         yield sink
@@ -133,7 +135,7 @@ async def test_applies_status_through_subresource_and_sidecar(
     hosts = ["reviews.default.svc.cluster.local", "details.default.svc.cluster.local"]
     desired = Desired(status=status_for(hosts), sidecar=sidecar_for(fence, hosts))
 
-    async with running(FenceSink(sink_api, compute=lambda k: (desired, None))) as sink:
+    async with running(fence_controller(sink_api, lambda k: (desired, None))) as sink:
         sink.schedule(key)
         assert await sink.wait_idle(10)
         assert sink.writes_total["status:applied"] == 1
@@ -178,7 +180,7 @@ async def test_coalesces_bursts_and_skips_unchanged(
     def compute(k: ObjectKey) -> tuple[Desired, Observed | None]:
         return Desired(status=status_for(hosts), sidecar=sidecar_for(fence, hosts)), None
 
-    async with running(FenceSink(sink_api, compute=compute, coalesce_seconds=0.5)) as sink:
+    async with running(fence_controller(sink_api, compute, coalesce_seconds=0.5)) as sink:
         started = time.monotonic()
         for i in range(200):  # every schedule changes what is desired
             hosts.append(f"h{i:03d}.default.svc.cluster.local")
@@ -224,7 +226,7 @@ async def test_foreign_sidecar_edit_is_reverted_when_observed(
     desired = Desired(status=None, sidecar=sidecar_for(fence, ["details.default.svc.cluster.local"]))
     observed: list[Observed | None] = [None]
 
-    async with running(FenceSink(sink_api, compute=lambda k: (desired, observed[0]))) as sink:
+    async with running(fence_controller(sink_api, lambda k: (desired, observed[0]))) as sink:
         sink.schedule(key)
         assert await sink.wait_idle(10)
         assert sink.writes_total["sidecar:applied"] == 1
@@ -286,11 +288,11 @@ async def test_deleted_fence_is_gone_without_retry_storm(
     key = ObjectKey(namespace, "details")
     desired = Desired(status=status_for(["a.default.svc.cluster.local"]), sidecar=sidecar_for(fence, []))
 
-    async with running(FenceSink(sink_api, compute=lambda k: (desired, None), coalesce_seconds=0.1)) as sink:
+    async with running(fence_controller(sink_api, lambda k: (desired, None), coalesce_seconds=0.1)) as sink:
         sink.schedule(key)
         assert await sink.wait_idle(10)
         await asyncio.sleep(0.5)  # a retry (if any) would have happened by now
-        assert not sink._dirty  # nothing re-scheduled
+        assert not sink.queue._dirty  # nothing re-scheduled
         assert sink.writes_total["status:gone"] == 1
         assert sink.writes_total["status:applied"] == 0
         assert sink.writes_total["sidecar:applied"] == 0  # no orphan Sidecar for a deleted fence
@@ -308,15 +310,15 @@ async def test_concurrency_is_bounded(
     fences = {f"svc{i:02d}": create_fence(kube_dynamic, namespace, f"svc{i:02d}") for i in range(20)}
     seen_in_flight: list[int] = []
     computed: list[ObjectKey] = []
-    holder: list[FenceSink] = []
+    holder: list[FenceController] = []
 
     def compute(k: ObjectKey) -> tuple[Desired, Observed | None]:
-        seen_in_flight.append(holder[0].in_flight)
+        seen_in_flight.append(holder[0].queue.in_flight)
         computed.append(k)
         hosts = [f"{k.name}-dep.default.svc.cluster.local"]
         return Desired(status=status_for(hosts), sidecar=sidecar_for(fences[k.name], hosts)), None
 
-    sink = FenceSink(sink_api, compute=compute, concurrency=2)
+    sink = fence_controller(sink_api, compute, concurrency=2)
     holder.append(sink)
     async with running(sink):
         for name in fences:
@@ -324,7 +326,7 @@ async def test_concurrency_is_bounded(
         assert await sink.wait_idle(20)
         assert sorted(k.name for k in computed) == sorted(fences)
         assert max(seen_in_flight) <= 2
-        assert sink.peak_in_flight == 2
+        assert sink.queue.peak_in_flight == 2
         assert sink.writes_total["status:applied"] == sink.writes_total["sidecar:applied"] == 20
         assert len({t.name for t in threading.enumerate() if t.name.startswith("lazystream-sink")}) <= 2
 
@@ -360,7 +362,7 @@ async def test_writes_reuse_the_clients_connections(
         pools = sink_api.rest_client.pool_manager.pools  # iterating it directly raises: ask for its keys
         return sum(pools[key].num_connections for key in pools.keys())  # noqa: SIM118
 
-    async with running(FenceSink(sink_api, compute=compute, concurrency=1)) as sink:
+    async with running(fence_controller(sink_api, compute, concurrency=1)) as sink:
         before = connections_made()
         for name in fences:
             sink.schedule(ObjectKey(namespace, name))
@@ -380,7 +382,7 @@ async def test_stop_drains_pending_write(
         return Desired(status=status_for(hosts), sidecar=sidecar_for(fence, hosts)), None
 
     threads_before = set(threading.enumerate())
-    sink = FenceSink(sink_api, compute=compute, coalesce_seconds=30)
+    sink = fence_controller(sink_api, compute, coalesce_seconds=30)
     await sink.start()
     sink.schedule(key)
     assert await sink.wait_idle(10)
@@ -401,7 +403,7 @@ async def test_stop_drains_pending_write(
     assert not [t for t in asyncio.all_tasks() if t is not current and not t.done()]
     assert not [t.name for t in threading.enumerate() if t not in threads_before and t.is_alive()]
     sink.schedule(key)
-    assert not sink._active
+    assert not sink.queue._active
 
 
 async def test_invalid_object_is_counted_not_retried(
@@ -412,7 +414,7 @@ async def test_invalid_object_is_counted_not_retried(
     bad_status = {"domains": {"a.default.svc.cluster.local": {"hosts": [], "status": "BOGUS"}}}
     desired = Desired(status=bad_status, sidecar=sidecar_for(fence, []))
 
-    async with running(FenceSink(sink_api, compute=lambda k: (desired, None), coalesce_seconds=0.1)) as sink:
+    async with running(fence_controller(sink_api, lambda k: (desired, None), coalesce_seconds=0.1)) as sink:
         sink.schedule(key)
         assert await sink.wait_idle(10)
         await asyncio.sleep(0.5)
@@ -439,9 +441,9 @@ async def test_conflict_is_retried_then_rescheduled_not_lost(
     stale = copy.deepcopy(sidecar_for(fence, ["b.default.svc.cluster.local"]))
     stale["metadata"]["resourceVersion"] = "1"
     current: list[dict[str, Any]] = [good]
-    sink = FenceSink(
+    sink = fence_controller(
         sink_api,
-        compute=lambda k: (Desired(status=None, sidecar=current[0]), None),
+        lambda k: (Desired(status=None, sidecar=current[0]), None),
         max_retries=3,
         backoff_initial=0.05,
         retry_later_seconds=1.0,
@@ -481,7 +483,7 @@ async def test_threadsafe_schedule_and_out_of_scope_fence(
     def compute(k: ObjectKey) -> tuple[Desired, Observed | None] | None:
         return (desired, None) if in_scope[0] else None
 
-    async with running(FenceSink(sink_api, compute=compute)) as sink:
+    async with running(fence_controller(sink_api, compute)) as sink:
         # from a watch thread, as the cluster cache calls it
         caller = threading.Thread(target=sink.schedule_threadsafe, args=(key,))
         caller.start()
@@ -519,7 +521,7 @@ async def test_not_ready_compute_is_tried_again_not_dropped(
             raise NotReady(str(k))
         return desired, None
 
-    sink = FenceSink(sink_api, compute=compute, coalesce_seconds=0.1, retry_later_seconds=0.3)
+    sink = fence_controller(sink_api, compute, coalesce_seconds=0.1, retry_later_seconds=0.3)
     async with running(sink):
         sink.schedule(key)
         deadline = time.monotonic() + 10
@@ -540,15 +542,15 @@ async def test_a_sweep_waits_behind_fences_scheduled_as_they_learn(
     fences = {n: create_fence(kube_dynamic, namespace, n) for n in [*names, "learner"]}
     computed: list[str] = []
     in_flight: list[int] = []
-    holder: list[FenceSink] = []
+    holder: list[FenceController] = []
 
     def compute(k: ObjectKey) -> tuple[Desired, Observed | None]:
         computed.append(k.name)
-        in_flight.append(holder[0].in_flight)
+        in_flight.append(holder[0].queue.in_flight)
         hosts = [f"{k.name}-dep.default.svc.cluster.local"]
         return Desired(status=status_for(hosts), sidecar=sidecar_for(fences[k.name], hosts)), None
 
-    sink = FenceSink(sink_api, compute=compute, concurrency=2)
+    sink = fence_controller(sink_api, compute, concurrency=2)
     holder.append(sink)
     async with running(sink):
         sink.sweep(ObjectKey(namespace, n) for n in names)
@@ -588,7 +590,7 @@ async def test_a_sweep_leaves_the_loop_free_most_of_the_time(
         desired = Desired(status=status_for([f"{k.name}.default.svc.cluster.local"]), sidecar=None)
         return desired, Observed(status=desired.status, sidecar=None)  # unchanged: nothing to write
 
-    sink = FenceSink(sink_api, compute=compute)
+    sink = fence_controller(sink_api, compute)
     learners: dict[str, float] = {}
     async with running(sink):
         sink.sweep(ObjectKey(namespace, n) for n in names)

@@ -84,15 +84,15 @@ def stand_in_worker() -> Any:
         owns=lambda key: key == SHOP,
         on_hosts_learned=None,
     )
-    sink = SimpleNamespace(
+    controller = SimpleNamespace(
         writes_total=Counter({"sidecar:applied": 2, "status:unchanged": 1, "error:403": 1}),
-        in_flight=0,
+        queue=SimpleNamespace(in_flight=0),
         sweep_pending=4,
-        on_applied=None,
     )
     return SimpleNamespace(
         stream=stream,
-        sink=sink,
+        sink=SimpleNamespace(on_applied=None),
+        controller=controller,
         cache=Cache({SHOP: {}, OTHER: {}, ObjectKey("kube-system", "x"): {}}),
         in_scope=lambda key: key.namespace != "kube-system",
         config=SimpleNamespace(topics=SimpleNamespace(access="access")),
