@@ -1,4 +1,4 @@
-"""In-process cluster caches fed by Kubernetes watches, and which fences each change affects.
+"""In-process cluster caches fed by Kubernetes watches, and the fences each change affects.
 
 The worker resolves access-log records and computes fences from a :class:`ClusterState`, an in-process
 cache of the cluster in every worker. :class:`ClusterCache` keeps that state, plus the ServiceFences and
@@ -32,21 +32,11 @@ API::
     cache.errors_total                # Counter by kind: failed requests and unreadable objects
 
 ``on_change(keys, reason)`` is called from a watch thread, never with the lock held, with the fences whose
-output may have changed (only fences that exist in the cache). The rules:
-
-- ServiceFence added, changed or deleted: that fence. Sidecar: the fence of the same name, when it exists or
-  the Sidecar is owned by a ServiceFence (another writer may have changed it; the sink re-applies).
-- Service added or deleted: (a) the fence with the Service's key (``workloadSelector.fromService``),
-  (b) fences whose ``spec.labelSelector`` matches its labels, (c) fences with ``spec.host`` ``<ns>/*`` or
-  ``spec.namespaceSelector`` listing its namespace, (d) fences whose last computed hosts include its FQDN.
-  Service changed: (a) when its selector or ports changed, (b) for fences matched by exactly one of the old
-  and new labels (a fence matched by both keeps its output). Nothing for a change of other fields.
-- VirtualService or ServiceEntry added, changed (hosts or destinations) or deleted: fences whose last
-  computed hosts match an old or new ``spec.hosts`` entry (exact or Istio wildcard, short names qualified in
-  the object's namespace); for a VirtualService also the ``<ns>/*`` fences of its namespace and of the
-  namespaces of the Services its hosts name.
-- Endpoints, EndpointSlices, Pods, Namespaces: no fence (they change resolution only; ``apply`` clears the
-  state's memo).
+output may have changed (only fences that exist in the cache): for a ServiceFence, that fence; for a
+Sidecar, the fence of the same name, when it exists or the Sidecar is owned by a ServiceFence (another
+writer may have changed it; the sink re-applies); for Services, VirtualServices and ServiceEntries, what
+the domain's rules say (:mod:`lazystream.domain.affected`); Endpoints, EndpointSlices, Pods and Namespaces
+change resolution only.
 """
 
 from __future__ import annotations
@@ -59,7 +49,7 @@ import sys
 import threading
 import time
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -68,9 +58,9 @@ import orjson
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from lazystream.domain.cluster import ClusterObjectError, ClusterState, ObjectKey, Service
-from lazystream.domain.fences import FenceSpec, fence_from_object, label_selector_matches
-from lazystream.domain.hosts import wildcard_matches
+from lazystream.domain.affected import FenceIndex
+from lazystream.domain.cluster import ClusterObjectError, ClusterState, ObjectKey
+from lazystream.domain.fences import fence_from_object
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +190,6 @@ def reduce_sidecar(obj: Mapping[str, Any]) -> dict[str, Any]:
     return reduced
 
 
-def _listed_namespaces(spec: FenceSpec) -> set[str]:
-    """The namespaces a fence spec lists whole: ``<ns>/*`` hosts and ``namespaceSelector`` entries."""
-    return {h[:-2] for h in spec.hosts if h.endswith("/*")} | set(spec.namespace_selector)
-
-
 def _without_version(reduced: Mapping[str, Any]) -> dict[str, Any]:
     meta = {k: v for k, v in (reduced.get("metadata") or {}).items() if k != "resourceVersion"}
     return {**reduced, "metadata": meta}
@@ -314,20 +299,8 @@ class ClusterCache:
         self._stopping = threading.Event()
         self._versions: dict[str, dict[ObjectKey, str]] = {kind: {} for kind in kinds}
         """Per kind, the resourceVersion of every cached object: what a resync compares with."""
-        self._fence_specs: dict[ObjectKey, FenceSpec] = {}
-        self._namespace_fences: dict[str, set[ObjectKey]] = defaultdict(set)
-        """Fences by each namespace their spec lists (``<ns>/*`` host or namespaceSelector): a Service
-        added to such a namespace affects them. An index, because a cluster lists thousands of Services
-        against thousands of fences and a scan per Service made the first list quadratic."""
-        self._selector_fences: dict[ObjectKey, Any] = {}
-        """The ``spec.labelSelector`` of every fence that has one (the only fences a Service's labels can
-        affect)."""
-        self._fence_hosts: dict[ObjectKey, tuple[str, ...]] = {}
-        self._host_fences: dict[str, dict[ObjectKey, None]] = defaultdict(dict)
-        """Fences by each host of :attr:`_fence_hosts`. Dicts as sets: a set of 5k keys takes 520 KB (sets
-        grow fourfold), a dict 150 KB; with 50 hosts shared by 5k fences that was 26 MB against 7."""
-        self._wildcard_hosts: set[str] = set()
-        """The keys of ``_host_fences`` that are Istio wildcards (a few, among up to a million hosts)."""
+        self.index = FenceIndex(cluster_domain)
+        """Fences by what they depend on: which fences a change affects (the domain's rules)."""
         self._workers = {kind: _KindWorker(KINDS[kind], self._lister(KINDS[kind])) for kind in kinds}
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -431,41 +404,13 @@ class ClusterCache:
     def set_fence_hosts(self, key: ObjectKey, hosts: Iterable[str]) -> None:
         """Record every host of a fence's last computed ``status.domains``, so that a VirtualService or
         ServiceEntry for one of them (or the Service of that FQDN) recomputes exactly that fence."""
-        # a tuple of interned strings: every fence lists the same few hundred hosts, and a frozenset of
-        # fresh strings per fence was the largest structure of a worker at 3k fences
-        new = tuple(sys.intern(h) for h in dict.fromkeys(hosts))
         with self._lock:
-            old = self._fence_hosts.get(key, ())
-            if old == new:
-                return
-            self._fence_hosts[key] = new
-            kept = set(new)
-            for host in old:
-                if host not in kept:
-                    self._unindex_host(host, key)
-            had = set(old)
-            for host in new:
-                if host not in had:
-                    self._host_fences[host][key] = None
-                    if host.startswith("*"):
-                        self._wildcard_hosts.add(host)
+            self.index.set_hosts(key, hosts)
 
     def forget_fence(self, key: ObjectKey) -> None:
         """Drop a fence's hosts from the index (the fence is gone or no longer computed)."""
         with self._lock:
-            self._unindex_fence(key)
-
-    def _unindex_fence(self, key: ObjectKey) -> None:
-        for host in self._fence_hosts.pop(key, ()):
-            self._unindex_host(host, key)
-
-    def _unindex_host(self, host: str, key: ObjectKey) -> None:
-        fences = self._host_fences.get(host)
-        if fences is not None:
-            fences.pop(key, None)
-            if not fences:
-                del self._host_fences[host]
-                self._wildcard_hosts.discard(host)
+            self.index.forget_hosts(key)
 
     # -- the per-kind thread --------------------------------------------------------------------------
 
@@ -723,8 +668,8 @@ class ClusterCache:
         if kind == "ServiceFence":
             self.fences.discard(key)
             self._fence_statuses.pop(key, None)
-            self._set_fence_spec(key, None)
-            self._unindex_fence(key)
+            self.index.set_spec(key, None)
+            self.index.forget_hosts(key)
             self.state.delete(kind, key.namespace, key.name)
             return {key}
         if kind == "Sidecar":
@@ -757,32 +702,13 @@ class ClusterCache:
             return set()
         self.state.apply(reduced)
         try:
-            self._set_fence_spec(key, fence_from_object(reduced).spec)
+            self.index.set_spec(key, fence_from_object(reduced).spec)
         except _UNREADABLE as exc:
             # still reported: the sink reports the fence's error; no dependency is derived from it
             self.errors_total["ServiceFence"] += 1
             log.warning("ServiceFence %s: %s", key, exc)
-            self._set_fence_spec(key, None)
+            self.index.set_spec(key, None)
         return {key}
-
-    def _set_fence_spec(self, key: ObjectKey, spec: FenceSpec | None) -> None:
-        """Record (or, with None, forget) a fence's spec and keep the spec indexes in step (lock held)."""
-        old = self._fence_specs.pop(key, None)
-        if old is not None:
-            for namespace in _listed_namespaces(old):
-                keys = self._namespace_fences.get(namespace)
-                if keys is not None:
-                    keys.discard(key)
-                    if not keys:
-                        del self._namespace_fences[namespace]
-        self._selector_fences.pop(key, None)
-        if spec is None:
-            return
-        self._fence_specs[key] = spec
-        for namespace in _listed_namespaces(spec):
-            self._namespace_fences[namespace].add(key)
-        if spec.label_selector:
-            self._selector_fences[key] = spec.label_selector
 
     def _sidecar_fence(self, key: ObjectKey, sidecar: Mapping[str, Any]) -> set[ObjectKey]:
         """The fence a Sidecar belongs to: same key, when that fence exists or a ServiceFence owns it (a
@@ -807,103 +733,21 @@ class ClusterCache:
     # -- affected fences ------------------------------------------------------------------------------
 
     def _change_state(self, kind: str, key: ObjectKey, obj: dict[str, Any] | None) -> set[ObjectKey]:
-        """Apply or delete one object of a ClusterState kind; the fences whose output the change may alter,
-        from the reduced records before and after (equal records: a change of fields nobody reads)."""
+        """Apply or delete one object of a ClusterState kind; the fences whose output the change may alter
+        (:class:`~lazystream.domain.affected.FenceIndex`), from the reduced records before and after."""
         state = self.state
         if kind == "Service":
             old_service = state.services.get(key)
             self._apply(kind, key, obj)
-            return self._service_affected(old_service, state.services.get(key))
+            return self.index.service_changed(old_service, state.services.get(key), state, self.fences)
         if kind == "VirtualService":
             old_vs = state.virtual_services.get(key)
             self._apply(kind, key, obj)
             new_vs = state.virtual_services.get(key)
-            if old_vs == new_vs:
-                return set()
-            hosts = {h for vs in (old_vs, new_vs) if vs is not None for h in vs.hosts}
-            found = self._fences_with_hosts(hosts)
-            return found | self._fences_with_namespaces({key.namespace} | self._service_namespaces(hosts))
+            return self.index.virtual_service_changed(key.namespace, old_vs, new_vs, state, self.fences)
         if kind == "ServiceEntry":
             old_se = state.service_entries.get(key)
             self._apply(kind, key, obj)
-            new_se = state.service_entries.get(key)
-            if old_se == new_se:
-                return set()
-            return self._fences_with_hosts({h for se in (old_se, new_se) if se is not None for h in se.hosts})
+            return self.index.service_entry_changed(old_se, state.service_entries.get(key), self.fences)
         self._apply(kind, key, obj)
         return set()
-
-    def _service_affected(self, old: Service | None, new: Service | None) -> set[ObjectKey]:
-        service = new or old
-        if service is None:
-            return set()
-        found: set[ObjectKey] = set()
-        if old is None or new is None:
-            if service.key in self.fences:
-                found.add(service.key)
-            found |= self._fences_selecting(service, [service.labels])
-            found |= self._fences_with_namespaces({service.namespace})
-            found |= self._fences_with_hosts({self.state.fqdn(service.key)}, wildcards=False)
-            return found
-        if (old.selector != new.selector or old.ports != new.ports) and service.key in self.fences:
-            found.add(service.key)
-        if old.labels != new.labels:
-            before = self._fences_selecting(service, [old.labels])
-            after = self._fences_selecting(service, [new.labels])
-            found |= before ^ after
-        return found
-
-    def _fences_selecting(self, service: Service, label_sets: list[Mapping[str, str]]) -> set[ObjectKey]:
-        """Fences whose ``spec.labelSelector`` matches the Service with any of ``label_sets``, by the
-        domain's own matching (on a one-Service state, so the semantics cannot drift)."""
-        selecting = list(self._selector_fences.items())
-        if not selecting:
-            return set()
-        found: set[ObjectKey] = set()
-        for labels in label_sets:
-            alone = ClusterState(self.cluster_domain)
-            alone.put_service(Service(service.namespace, service.name, labels=dict(labels)))
-            found |= {key for key, selectors in selecting if label_selector_matches(selectors, alone)}
-        return found
-
-    def _fences_with_namespaces(self, namespaces: set[str]) -> set[ObjectKey]:
-        """Fences with a static ``<ns>/*`` host or ``spec.namespaceSelector`` entry for one of them."""
-        found: set[ObjectKey] = set()
-        for namespace in namespaces:
-            found |= self._namespace_fences.get(namespace, set())
-        return found
-
-    def _service_namespaces(self, hosts: Iterable[str]) -> set[str]:
-        """Namespaces of the Services that ``hosts`` (exact or wildcard) name: their ``<ns>/*`` domains list
-        the VirtualService destinations of those Services."""
-        namespaces = set()
-        for host in hosts:
-            if host.startswith("*"):
-                namespaces |= {
-                    s.namespace
-                    for s in self.state.services.values()
-                    if wildcard_matches(host, self.state.fqdn(s.key))
-                }
-            else:
-                service = self.state.service_by_fqdn(host)
-                if service is not None:
-                    namespaces.add(service.namespace)
-        return namespaces
-
-    def _fences_with_hosts(self, hosts: Iterable[str], *, wildcards: bool = True) -> set[ObjectKey]:
-        """Fences whose last computed hosts (:meth:`set_fence_hosts`) match one of ``hosts``, either way
-        round when one is an Istio wildcard."""
-        found: set[ObjectKey] = set()
-        wildcard_hosts = list(self._wildcard_hosts) if wildcards else []
-        for host in hosts:
-            found.update(self._host_fences.get(host, ()))
-            if not wildcards:
-                continue
-            if host.startswith("*"):
-                for indexed, keys in self._host_fences.items():
-                    if wildcard_matches(host, indexed):
-                        found.update(keys)
-            for pattern in wildcard_hosts:
-                if wildcard_matches(pattern, host):
-                    found.update(self._host_fences[pattern])
-        return {key for key in found if key in self.fences}
