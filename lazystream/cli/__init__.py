@@ -735,4 +735,4 @@ def run() -> None:
     main(prog_name="lazystream")
 
 
-from lazystream import cli_ops  # noqa: E402, F401 - registers tail, replay, topics and graph on main
+from lazystream.cli import ops  # noqa: E402, F401 - registers tail, replay, topics and graph on main
