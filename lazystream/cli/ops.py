@@ -1,7 +1,8 @@
 """The operations commands: ``tail``, ``replay``, ``topics create|describe|scale`` and ``graph``.
 
-Registered on :data:`lazystream.cli.main` (which imports this module). They are thin: the work is in
-:mod:`lazystream.ops` (Kafka), :mod:`lazystream.kube.snapshot` (API server reads) and the domain core.
+Registered on :data:`lazystream.cli.common.main` (:mod:`lazystream.cli` imports this module). They are
+thin: the work is in :mod:`lazystream.ops` (Kafka), :mod:`lazystream.kube.snapshot` (API server reads)
+and the domain core.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from lazystream.cli import config_option, kubeconfig_option, load, main, print_table
+from lazystream.cli.common import config_option, kubeconfig_option, load, main, print_table
 from lazystream.config import Config, ConfigError
 from lazystream.domain.messages import TopicKind, one_line
 
