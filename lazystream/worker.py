@@ -46,7 +46,7 @@ from lazystream.kube.fallback import FallbackKeeper
 from lazystream.kube.informers import ALL_KINDS, ClusterCache
 from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identity
 from lazystream.kube.sink import Desired, FenceSink, NotReady, Observed
-from lazystream.metrics import add_metrics_route, instrument_worker
+from lazystream.metrics import add_metrics_route, latency_tracker, worker_metrics
 from lazystream.metrics_source import PrometheusPoller
 from lazystream.ops.kafka import OpsError
 from lazystream.ops.topics import create_topics
@@ -131,6 +131,8 @@ class Worker:
             config.kube.kubeconfig, connections=len(ALL_KINDS) + config.sink.concurrency + SPARE_CONNECTIONS
         )
         self.computer = FenceComputer(fence_options(config))
+        self.latency = latency_tracker()
+        """Produce-to-Sidecar latency: the table agent reports learned hosts, the sink applied Sidecars."""
         self.cache = ClusterCache(
             self.api,
             cluster_domain=config.fence.cluster_domain,
@@ -143,8 +145,11 @@ class Worker:
             coalesce_seconds=config.sink.coalesce_seconds,
             concurrency=config.sink.concurrency,
             field_manager=config.sink.field_manager,
+            on_applied=self.latency.applied,
         )
-        self.stream: WorkerApp = create_worker_app(config, self.cache, self._on_fence_learned)
+        self.stream: WorkerApp = create_worker_app(
+            config, self.cache, self._on_fence_learned, on_hosts_learned=self.latency.learned
+        )
         self.ready = asyncio.Event()
         self.sweeps = SweepSchedule()
         self._deadline_timers: dict[ObjectKey, asyncio.TimerHandle] = {}
@@ -156,7 +161,7 @@ class Worker:
         self.elector = self._elector()
         self.admin = AdminServer(create_admin_app(self._admin_hooks()), config.web.host, config.web.port)
         self._install_lifecycle(self.stream.app)
-        self.metrics = instrument_worker(self)
+        self.metrics = worker_metrics(self, self.latency)
         self._kafka_log = clienterrors.count_client_logs(self.stream.kafka_errors)
         add_metrics_route(self.admin.app, self.metrics)
 

@@ -216,6 +216,7 @@ class FenceSink:
         retry_later_seconds: float = 30.0,
         request_timeout: float = 15.0,
         drain_timeout: float = 10.0,
+        on_applied: Callable[[ObjectKey, Kind, dict[str, Any]], None] | None = None,
     ) -> None:
         """``max_retries`` counts attempts per object per write; after the last one fails the fence is
         scheduled again ``retry_later_seconds`` later, so a long outage is neither a tight loop nor a lost
@@ -239,7 +240,7 @@ class FenceSink:
         self.writes_total: Counter[str] = Counter()
         """Outcomes by ``<kind>:<outcome>`` (``sidecar:applied``, ``status:unchanged``, ``status:gone``,
         ``status:conflict``, ``sidecar:retry``, ...) and ``error:<HTTP status or exception class>``."""
-        self.on_applied: Callable[[ObjectKey, Kind, dict[str, Any]], None] | None = None
+        self.on_applied = on_applied
         """Called with each object the API server holds as desired after a write (applied, or found
         unchanged): the produce-to-Sidecar latency metric watches Sidecars through it."""
         self.in_flight = 0
