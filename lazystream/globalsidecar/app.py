@@ -21,9 +21,10 @@ from lazystream.config import EventLoop, GlobalSidecarSettings, KubeSettings
 from lazystream.domain.forwarding import ServiceExists
 from lazystream.globalsidecar.emit import Emitter, make_emitter
 from lazystream.globalsidecar.http1 import Limits, read_head, simple_response
+from lazystream.globalsidecar.options import ProxyOptions
 from lazystream.globalsidecar.pool import UpstreamPool
 from lazystream.globalsidecar.ports import PortsFile
-from lazystream.globalsidecar.proxy import Proxy, ProxyOptions
+from lazystream.globalsidecar.proxy import Proxy
 
 log = logging.getLogger(__name__)
 CACHE_SYNC_TIMEOUT = 60.0
