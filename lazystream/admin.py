@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,7 +41,7 @@ import orjson
 from aiohttp import web
 
 from lazystream.domain import learned
-from lazystream.domain.cluster import ClusterObjectError, ClusterState, ObjectKey
+from lazystream.domain.cluster import ClusterObjectError, ClusterView, ObjectKey
 from lazystream.domain.explain import FenceExplanation, explain_fence, rejections_for
 from lazystream.domain.fences import FenceOptions, fence_from_object
 
@@ -286,19 +285,6 @@ class AdminServer:
 
 
 # -- the worker's hooks, from its parts ---------------------------------------------------------------------
-
-
-class ClusterView(Protocol):
-    """The watch cache as the admin API reads it (``lazystream.kube.informers.ClusterCache`` fits)."""
-
-    state: ClusterState
-
-    @property
-    def fences(self) -> Mapping[ObjectKey, dict[str, Any]]: ...
-
-    def fence(self, key: ObjectKey) -> dict[str, Any] | None: ...
-
-    def reading(self) -> AbstractContextManager[Any]: ...
 
 
 def cache_fences_in(cache: ClusterView) -> FencesIn:

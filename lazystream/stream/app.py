@@ -21,13 +21,13 @@ from faust.types import TP
 
 from lazystream.config import Config
 from lazystream.domain import learned
-from lazystream.domain.cluster import ObjectKey
+from lazystream.domain.cluster import ClusterView, ObjectKey
 from lazystream.kafka_security import client_security
 from lazystream.options import resolve_options
 from lazystream.stream import clienterrors, rewind
 from lazystream.stream.ingest import METADATA_MAX_AGE_MS, AccessIngest
 from lazystream.stream.partitioning import edge_partitioner
-from lazystream.stream.pipeline import HOSTS_LIMIT, ClusterView, Ingest
+from lazystream.stream.pipeline import HOSTS_LIMIT, Ingest
 
 log = logging.getLogger(__name__)
 
