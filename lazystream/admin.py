@@ -12,7 +12,7 @@ Endpoints (JSON in and out)::
                                                recomputed now; 503 while its learned state cannot be read
     GET  /sweep                                200 {"pending": n}: fences of the sweeps under way not yet
                                                checked (0: every sweep is through)
-    GET  /debug/memory[?deep=1][&trim=1]       200 where the worker's memory goes (:mod:`lazystream.memory`)
+    GET  /debug/memory[?deep=1][&trim=1]       200 the worker's memory (:mod:`lazystream.runtime.memory`)
 
 Writes (the resets, Slime's reset, the sweep, and ``/debug/memory`` with ``deep`` or ``trim``) are
 authorised by the ``authorize`` hook when the worker sets one (``web.writeAuth: kubernetes``): a request
@@ -91,7 +91,7 @@ class AdminHooks:
     sweep_pending: Callable[[], int] | None = None
     """How many fences of the sweeps under way are not yet checked (the sink's ``sweep_pending``)."""
     memory: Callable[[bool, bool], Mapping[str, Any]] | None = None
-    """``memory(deep, trim)``: the worker's memory report (:func:`lazystream.memory.report`); ``deep``
+    """``memory(deep, trim)``: the worker's memory report (:func:`lazystream.runtime.memory.report`); ``deep``
     measures every structure (slow: seconds at 10k fences, under the cache's lock)."""
     authorize: Authorize | None = None
     """Authorises writes; None lets every caller write (``web.writeAuth: none``)."""

@@ -29,7 +29,6 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 
-from lazystream import heap, logs, memory
 from lazystream.admin import AdminHooks, AdminServer, cache_explainer, cache_fences_in, create_admin_app
 from lazystream.config import Config
 from lazystream.domain import learned
@@ -58,6 +57,7 @@ from lazystream.options import (
     port_rules,
     resolve_options,
 )
+from lazystream.runtime import heap, logs, memory
 from lazystream.stream import clienterrors
 from lazystream.stream.app import WorkerApp, create_worker_app
 from lazystream.stream.pipeline import FenceComputer

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from lazystream import logs
 from lazystream.cli import admin, config, install, ops, worker
 from lazystream.cli.common import main
 from lazystream.config import LogSettings
+from lazystream.runtime import logs
 
 __all__ = ["admin", "config", "install", "main", "ops", "run", "worker"]
 

@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 
 import click
 
-from lazystream import __version__, logs
+from lazystream import __version__
 from lazystream.config import CONFIG_ENV, Config, ConfigError, load_config
+from lazystream.runtime import logs
 
 F = TypeVar("F", bound=Callable[..., Any])
 

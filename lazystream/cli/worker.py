@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from lazystream import logs
 from lazystream.cli.common import config_option, kubeconfig_option, load, main
 from lazystream.config import ConfigError
+from lazystream.runtime import logs
 
 LOG_LEVELS = [name for name in logs.SLIME_LEVELS if name]
 """``--loglevel`` takes Slime's (logrus's) level names, as ``global.log.logLevel`` does."""

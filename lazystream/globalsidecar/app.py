@@ -16,7 +16,6 @@ import signal
 import uuid
 from collections.abc import Callable
 
-from lazystream import heap
 from lazystream.config import EventLoop, GlobalSidecarSettings, KubeSettings
 from lazystream.domain.forwarding import ServiceExists
 from lazystream.globalsidecar.emit import Emitter, make_emitter
@@ -25,6 +24,7 @@ from lazystream.globalsidecar.options import ProxyOptions
 from lazystream.globalsidecar.pool import UpstreamPool
 from lazystream.globalsidecar.ports import PortsFile
 from lazystream.globalsidecar.proxy import Proxy
+from lazystream.runtime import heap
 
 log = logging.getLogger(__name__)
 CACHE_SYNC_TIMEOUT = 60.0

@@ -60,7 +60,7 @@ from lazystream.config import Config
 from lazystream.kube.errors import describe, error_label
 from lazystream.kube.pools import shutdown_pool
 from lazystream.runtime.backoff import jittered
-from lazystream.tasks import cancel_and_wait
+from lazystream.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from lazystream.kube.client import FIELD_MANAGER
 from lazystream.kube.errors import describe, error_label, retry_after, retryable
 from lazystream.kube.pools import shutdown_pool
 from lazystream.runtime.backoff import Backoff
-from lazystream.tasks import cancel_and_wait
+from lazystream.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
