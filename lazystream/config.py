@@ -32,7 +32,7 @@ the key path (``general.dispatches[1].domainRegex: invalid regular expression: .
 variable when the value came from there; errors in the file also give its name and line.
 
 Like the domain code, this module is pure: the standard library, PyYAML (in the generic loader,
-:mod:`lazystream._configloader`) and :mod:`lazystream.templates`; no faust, no Kubernetes client.
+:mod:`lazystream._configloader`) and :mod:`lazystream.domain.templates`; no faust, no Kubernetes client.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from lazystream._configloader import (
     suggestion,
     walk_settings,
 )
-from lazystream.templates import (
+from lazystream.domain.templates import (
     RegexError,
     TemplateError,
     check_alias_template,
