@@ -31,6 +31,14 @@ from aiokafka.errors import KafkaError
 
 from lazystream.admin import AdminHooks, AdminServer, cache_explainer, cache_fences_in, create_admin_app
 from lazystream.config import Config
+from lazystream.config.options import (
+    autofence_options,
+    fallback_options,
+    fence_options,
+    in_scope,
+    port_rules,
+    resolve_options,
+)
 from lazystream.domain import learned
 from lazystream.domain.autofence import fence_in_revision_scope
 from lazystream.domain.cluster import ObjectKey
@@ -49,14 +57,6 @@ from lazystream.metrics import add_metrics_route, latency_tracker, worker_metric
 from lazystream.metrics_source import PrometheusPoller
 from lazystream.ops.kafka import OpsError
 from lazystream.ops.topics import create_topics
-from lazystream.options import (
-    autofence_options,
-    fallback_options,
-    fence_options,
-    in_scope,
-    port_rules,
-    resolve_options,
-)
 from lazystream.runtime import heap, logs, memory
 from lazystream.stream import clienterrors
 from lazystream.stream.app import WorkerApp, create_worker_app

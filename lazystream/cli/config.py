@@ -123,10 +123,10 @@ def render(access_log: Path, cluster: Path, config_file: Path | None, output: st
     name; the fences are those in --cluster plus those autoFence would create. It runs the worker's code.
     A count of records by outcome goes to standard error.
     """
+    from lazystream.config.options import render_options
     from lazystream.domain.cluster import ClusterObjectError
     from lazystream.domain.render import render as render_objects
     from lazystream.inputs import InputError, numbered_access_log, read_cluster
-    from lazystream.options import render_options
 
     config = load(config_file)
     try:

@@ -250,12 +250,12 @@ def _live_members(config: Config) -> int:
 
 
 def _preview(config: Config, kubeconfig: Path | None, plan: Any, show_progress: bool) -> list[Any]:
+    from lazystream.config.options import in_scope, render_options
     from lazystream.domain.replay import preview
     from lazystream.kube.client import api_client
     from lazystream.kube.informers import ALL_KINDS
     from lazystream.kube.snapshot import list_objects
     from lazystream.ops.replay import read_records
-    from lazystream.options import in_scope, render_options
 
     records = _run(read_records(config, plan, config.topics.access))
     with api_client(kubeconfig or config.kube.kubeconfig) as api:

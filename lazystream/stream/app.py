@@ -20,10 +20,10 @@ import orjson
 from faust.types import TP
 
 from lazystream.config import Config
+from lazystream.config.options import resolve_options
 from lazystream.domain import learned
 from lazystream.domain.cluster import ClusterView, ObjectKey
 from lazystream.kafka_security import client_security
-from lazystream.options import resolve_options
 from lazystream.stream import clienterrors, rewind
 from lazystream.stream.ingest import METADATA_MAX_AGE_MS, AccessIngest
 from lazystream.stream.partitioning import edge_partitioner

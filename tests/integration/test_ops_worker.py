@@ -236,8 +236,8 @@ def test_scale_from_4_to_12_partitions_keeps_every_dependency(
 
 
 def oracle_for(objects: list[dict[str, Any]], records: list[bytes], name: str) -> dict[str, Any]:
+    from lazystream.config.options import render_options
     from lazystream.domain.render import render
-    from lazystream.options import render_options
 
     result = render(objects, records, render_options(load_config(None, {})), time.time())
     return next(o for o in result.items if o["kind"] == "Sidecar" and o["metadata"]["name"] == name)["spec"]

@@ -30,10 +30,10 @@ from kubernetes.dynamic import DynamicClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from lazystream.config import load_config
+from lazystream.config.options import render_options
 from lazystream.domain.render import render
 from lazystream.kube.client import api_client
 from lazystream.ops import kafka as ops_kafka
-from lazystream.options import render_options
 from lazystream.stream.partitioning import partition_of_key
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from lazystream.testing.crds import install_test_crds
