@@ -44,7 +44,8 @@ from lazystream.domain.autofence import fence_in_revision_scope
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import learned_from_metric_status
 from lazystream.domain.resolution import may_hold
-from lazystream.kafka_security import check_access
+from lazystream.kafka.clients import OpsError
+from lazystream.kafka.security import check_access
 from lazystream.kube import crds as crd_io
 from lazystream.kube.access import AccessReviewer
 from lazystream.kube.autofencer import AutoFencer
@@ -55,7 +56,6 @@ from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identit
 from lazystream.kube.sink import Desired, FenceSink, NotReady, Observed
 from lazystream.metrics import add_metrics_route, latency_tracker, worker_metrics
 from lazystream.metrics_source import PrometheusPoller
-from lazystream.ops.kafka import OpsError
 from lazystream.ops.topics import create_topics
 from lazystream.runtime import heap, logs, memory
 from lazystream.stream import clienterrors
@@ -587,7 +587,7 @@ def prepare_kafka(config: Config) -> None:
     the next metadata refresh (minutes; seen on a new deployment). Brokers that cannot be reached, or that
     refuse to create topics, are logged and left to faust's clients, which keep trying.
 
-    Raises :class:`~lazystream.kafka_security.KafkaAccessError` when a broker refuses the TLS handshake or
+    Raises :class:`~lazystream.kafka.security.KafkaAccessError` when a broker refuses the TLS handshake or
     the credentials, saying why and which settings to check, where faust would stop with a traceback of
     aiokafka's "Unable to bootstrap".
     """
@@ -623,7 +623,7 @@ def run(config: Config, loglevel: str | None = None) -> None:
     SIGQUIT writes every thread's stack to stderr, even when the event loop is stuck: what an operator (or a
     test) needs from a worker that does not stop. (faust's SIGUSR1 logs the asyncio tasks, from the loop.)
 
-    Raises :class:`~lazystream.kafka_security.KafkaAccessError` when the brokers refuse the worker's TLS or
+    Raises :class:`~lazystream.kafka.security.KafkaAccessError` when the brokers refuse the worker's TLS or
     SASL settings (:func:`prepare_kafka`), and :class:`~lazystream.config.ConfigError` when a
     ``kafka.security`` file is unusable.
     """

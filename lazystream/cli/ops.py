@@ -35,9 +35,10 @@ def bootstrap_option(func: F) -> F:
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``; an :class:`~lazystream.ops.kafka.OpsError` becomes a clean command error, and so does a
-    ``kafka.security`` file that cannot be used (a configuration error, found when the clients are built)."""
-    from lazystream.ops.kafka import OpsError
+    """Run ``coro``; an :class:`~lazystream.kafka.clients.OpsError` becomes a clean command error, and so
+    does a ``kafka.security`` file that cannot be used (a configuration error, found when the clients are
+    built)."""
+    from lazystream.kafka.clients import OpsError
 
     try:
         return asyncio.run(coro)
@@ -239,10 +240,11 @@ def replay(
 
 
 def _live_members(config: Config) -> int:
+    from lazystream.kafka.clients import admin_client
     from lazystream.ops import kafka
 
     async def count() -> int:
-        async with kafka.admin_client(config) as admin:
+        async with admin_client(config) as admin:
             groups = (config.kafka.app_id, config.kafka.ingest_group)
             return sum([len((await kafka.describe_group(admin, group)).members) for group in groups])
 

@@ -48,7 +48,7 @@ def worker(
     access topic into its RocksDB table (via the edges topic, keyed by fence), watches the cluster, and
     keeps each fence's status and Sidecar in the API server in step. It logs its counters every 5 s.
     """
-    from lazystream.kafka_security import KafkaAccessError
+    from lazystream.kafka.security import KafkaAccessError
     from lazystream.worker import run as run_worker
 
     config = load(

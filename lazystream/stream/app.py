@@ -23,7 +23,7 @@ from lazystream.config import Config
 from lazystream.config.options import resolve_options
 from lazystream.domain import learned
 from lazystream.domain.cluster import ClusterView, ObjectKey
-from lazystream.kafka_security import client_security
+from lazystream.kafka.security import client_security
 from lazystream.stream import clienterrors, rewind
 from lazystream.stream.ingest import METADATA_MAX_AGE_MS, AccessIngest
 from lazystream.stream.partitioning import edge_partitioner

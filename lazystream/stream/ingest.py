@@ -27,7 +27,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from lazystream.config import Config
 from lazystream.domain.cluster import ClusterView
-from lazystream.kafka_security import client_kwargs
+from lazystream.kafka.security import client_kwargs
 from lazystream.stream import clienterrors
 from lazystream.stream.pipeline import DeadLetter, Ingest
 

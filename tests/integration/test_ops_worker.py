@@ -20,6 +20,7 @@ from aiokafka import TopicPartition
 from kubernetes.dynamic import DynamicClient
 
 from lazystream.config import Config, load_config
+from lazystream.kafka import clients
 from lazystream.ops import kafka
 from lazystream.testing import fluent_bit, global_sidecar_record
 from tests.fixtures.kafka import delete_topics
@@ -43,7 +44,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.kube]
 
 
 async def end_offsets(config: Config, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    async with kafka.reader(config) as consumer:
+    async with clients.reader(config) as consumer:
         return await consumer.end_offsets(tps)
 
 
