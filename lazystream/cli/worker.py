@@ -127,6 +127,7 @@ def global_sidecar(
     options.
     """
     from lazystream.globalsidecar.app import run as run_global_sidecar
+    from lazystream.kube.services import start_service_cache
 
     config = load(
         config_file,
@@ -144,6 +145,8 @@ def global_sidecar(
     )
     logging.getLogger().setLevel(logs.level_of(loglevel))
     try:
-        run_global_sidecar(config.global_sidecar, config.kube, config.fence.cluster_domain)
+        run_global_sidecar(
+            config.global_sidecar, config.kube, config.fence.cluster_domain, services=start_service_cache
+        )
     except PermissionError as exc:
         raise click.ClickException(str(exc)) from exc
