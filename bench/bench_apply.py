@@ -5,7 +5,8 @@ API server's CPU per write grows with the object, and at 10k fences it is what b
 mesh's Sidecars can be written on a small machine (see ``bench/README.md``). Per host count this writes
 ``fences`` fences ``rounds`` times through the reconcile loop and :class:`~lazystream.kube.sink.FenceSink`,
 statuses alone and then Sidecars alone, each round with one host changed (as when a fence learns one), and
-reads the API server's own ``process_cpu_seconds_total`` before and after. Baseline in the same run: the write of a 1-host fence.
+reads the API server's own ``process_cpu_seconds_total`` before and after. Baseline in the same run: the
+write of a 1-host fence.
 
 Needs a real API server (``eval "$(scripts/infra/servers.sh env)"``; nothing else should be using it while
 it runs, since the API server's CPU is counted whole): ``python -m bench.bench_apply [hosts ...]``.

@@ -28,10 +28,10 @@ from kubernetes import client
 from bench.bench_worker import committed
 from bench.harness import cluster_api, worker_env
 from lazystream.config import load_config
+from lazystream.config.options import render_options
 from lazystream.domain.records import ParseError, parse_record
 from lazystream.domain.render import render
 from lazystream.kube.client import dynamic_client
-from lazystream.options import render_options
 from lazystream.testing import ClusterBuilder
 from lazystream.testing.hostile import HostileRecords
 from lazystream.testing.kafka import create_topics

@@ -12,7 +12,7 @@ Endpoints (JSON in and out)::
                                                recomputed now; 503 while its learned state cannot be read
     GET  /sweep                                200 {"pending": n}: fences of the sweeps under way not yet
                                                checked (0: every sweep is through)
-    GET  /debug/memory[?deep=1][&trim=1]       200 where the worker's memory goes (:mod:`lazystream.memory`)
+    GET  /debug/memory[?deep=1][&trim=1]       200 the worker's memory (:mod:`lazystream.runtime.memory`)
 
 Writes (the resets, Slime's reset, the sweep, and ``/debug/memory`` with ``deep`` or ``trim``) are
 authorised by the ``authorize`` hook when the worker sets one (``web.writeAuth: kubernetes``): a request
@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,7 +41,7 @@ import orjson
 from aiohttp import web
 
 from lazystream.domain import learned
-from lazystream.domain.cluster import ClusterObjectError, ClusterState, ObjectKey
+from lazystream.domain.cluster import ClusterObjectError, ClusterView, ObjectKey
 from lazystream.domain.explain import FenceExplanation, explain_fence, rejections_for
 from lazystream.domain.fences import FenceOptions, fence_from_object
 
@@ -92,7 +91,7 @@ class AdminHooks:
     sweep_pending: Callable[[], int] | None = None
     """How many fences of the sweeps under way are not yet checked (the sink's ``sweep_pending``)."""
     memory: Callable[[bool, bool], Mapping[str, Any]] | None = None
-    """``memory(deep, trim)``: the worker's memory report (:func:`lazystream.memory.report`); ``deep``
+    """``memory(deep, trim)``: the worker's memory report (:func:`lazystream.runtime.memory.report`); ``deep``
     measures every structure (slow: seconds at 10k fences, under the cache's lock)."""
     authorize: Authorize | None = None
     """Authorises writes; None lets every caller write (``web.writeAuth: none``)."""
@@ -286,19 +285,6 @@ class AdminServer:
 
 
 # -- the worker's hooks, from its parts ---------------------------------------------------------------------
-
-
-class ClusterView(Protocol):
-    """The watch cache as the admin API reads it (``lazystream.kube.informers.ClusterCache`` fits)."""
-
-    state: ClusterState
-
-    @property
-    def fences(self) -> Mapping[ObjectKey, dict[str, Any]]: ...
-
-    def fence(self, key: ObjectKey) -> dict[str, Any] | None: ...
-
-    def reading(self) -> AbstractContextManager[Any]: ...
 
 
 def cache_fences_in(cache: ClusterView) -> FencesIn:

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from lazystream._configloader import suggestion
+from lazystream.config.loader import suggestion
 from lazystream.domain.cluster import ClusterObjectError, ClusterState
 from lazystream.domain.fences import fence_from_object
 

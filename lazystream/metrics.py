@@ -12,7 +12,11 @@ Two figures need more:
   reports the hosts a fence has just learned with that timestamp (``WorkerApp.on_hosts_learned``), and the
   sink reports each Sidecar it has applied (``FenceSink.on_applied``); a learned host's latency is observed
   when the first Sidecar listing it is written. Only the worker holding a fence's partition does both, so
-  the two ends meet in one process.
+  the two ends meet in one process. The worker makes the tracker first and hands its two hooks to the
+  table agent and the sink when it builds them; nothing here reaches into a worker to rewire it.
+
+What the collector reads of a worker is :class:`WorkerParts`, a Protocol, so this module does not import
+the worker that serves it.
 
 Metric names are listed in :data:`METRICS` (the dashboard test checks every expression against it).
 """
@@ -25,7 +29,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -42,7 +46,12 @@ from prometheus_client.registry import Collector
 from lazystream.domain.cluster import ObjectKey
 
 if TYPE_CHECKING:
-    from lazystream.worker import Worker
+    from lazystream.config import Config
+    from lazystream.controller.reconciler import FenceController
+    from lazystream.kube.informers import ClusterCache
+    from lazystream.kube.sink import FenceSink
+    from lazystream.stream.app import WorkerApp
+    from lazystream.stream.pipeline import FenceComputer
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +229,28 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
+class WorkerParts(Protocol):
+    """The parts of a worker its metrics read at scrape time (:class:`lazystream.worker.Worker` has them)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def stream(self) -> WorkerApp: ...
+    @property
+    def sink(self) -> FenceSink: ...
+    @property
+    def controller(self) -> FenceController: ...
+    @property
+    def cache(self) -> ClusterCache: ...
+    @property
+    def computer(self) -> FenceComputer: ...
+    def in_scope(self, key: ObjectKey, /) -> bool: ...
+
+
 class WorkerCollector(Collector):
     """Reads a worker's counters at scrape time."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: WorkerParts) -> None:
         self.worker = worker
         self.lag: int | None = None
 
@@ -356,24 +383,29 @@ class WorkerCollector(Collector):
         yield kafka
 
 
-def instrument_worker(worker: Worker) -> WorkerMetrics:
+def latency_tracker() -> LatencyTracker:
+    """A produce-to-Sidecar latency tracker whose histogram is not registered yet: the worker makes it before
+    its table agent and sink (which take its ``learned`` and ``applied`` hooks), and :func:`worker_metrics`
+    registers it."""
+    histogram = Histogram(
+        "lazystream_produce_to_sidecar_seconds",
+        _help("lazystream_produce_to_sidecar_seconds"),
+        buckets=LATENCY_BUCKETS,
+        registry=None,
+    )
+    return LatencyTracker(histogram)
+
+
+def worker_metrics(worker: WorkerParts, latency: LatencyTracker) -> WorkerMetrics:
     """The worker's metrics: a registry with the counters' collector, the process collector (memory, CPU,
-    open files) and the latency histogram, whose tracker is hooked into the table agent and the sink."""
+    open files) and the latency tracker's histogram."""
     # no ``*_created`` series: nobody graphs them, and they double the output
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=False)
     collector = WorkerCollector(worker)
     registry.register(collector)
     ProcessCollector(registry=registry)
-    histogram = Histogram(
-        "lazystream_produce_to_sidecar_seconds",
-        _help("lazystream_produce_to_sidecar_seconds"),
-        buckets=LATENCY_BUCKETS,
-        registry=registry,
-    )
-    latency = LatencyTracker(histogram)
-    worker.stream.on_hosts_learned = latency.learned
-    worker.sink.on_applied = latency.applied
+    registry.register(latency.histogram)
     return WorkerMetrics(registry=registry, latency=latency, refresh_lag=collector.refresh_lag)
 
 

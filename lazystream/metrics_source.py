@@ -17,27 +17,15 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from lazystream.domain import learned, prometheus
-from lazystream.domain.cluster import ClusterState, ObjectKey
+from lazystream.domain.cluster import ClusterView, ObjectKey
 
 log = logging.getLogger(__name__)
 QUERY_TIMEOUT_SECONDS = 10.0
-
-
-class FenceCache(Protocol):
-    """The watch cache as the poller reads it (``ClusterCache`` fits)."""
-
-    state: ClusterState
-
-    @property
-    def fences(self) -> Mapping[ObjectKey, dict[str, Any]]: ...
-
-    def reading(self) -> AbstractContextManager[Any]: ...
 
 
 def instant_query(address: str, promql: str, timeout: float = QUERY_TIMEOUT_SECONDS) -> Any:
@@ -61,7 +49,7 @@ class PrometheusPoller:
 
     def __init__(
         self,
-        cache: FenceCache,
+        cache: ClusterView,
         send_edge: Callable[[ObjectKey, Mapping[str, Any]], Awaitable[None]],
         *,
         address: str,

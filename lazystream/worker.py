@@ -30,16 +30,24 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 
-from lazystream import heap, logs, memory
 from lazystream.admin import AdminHooks, AdminServer, cache_explainer, cache_fences_in, create_admin_app
 from lazystream.config import Config
+from lazystream.config.options import (
+    autofence_options,
+    fallback_options,
+    fence_options,
+    in_scope,
+    port_rules,
+    resolve_options,
+)
 from lazystream.controller.reconciler import Desired, FenceController, NotReady, Observed
 from lazystream.domain import learned
 from lazystream.domain.autofence import fence_in_revision_scope
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import learned_from_metric_status
 from lazystream.domain.resolution import may_hold
-from lazystream.kafka_security import check_access
+from lazystream.kafka.clients import OpsError
+from lazystream.kafka.security import check_access
 from lazystream.kube import crds as crd_io
 from lazystream.kube.access import AccessReviewer
 from lazystream.kube.autofencer import AutoFencer
@@ -48,18 +56,10 @@ from lazystream.kube.fallback import FallbackKeeper
 from lazystream.kube.informers import ALL_KINDS, ClusterCache
 from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identity
 from lazystream.kube.sink import FenceSink
-from lazystream.metrics import add_metrics_route, instrument_worker
+from lazystream.metrics import add_metrics_route, latency_tracker, worker_metrics
 from lazystream.metrics_source import PrometheusPoller
-from lazystream.ops.kafka import OpsError
 from lazystream.ops.topics import create_topics
-from lazystream.options import (
-    autofence_options,
-    fallback_options,
-    fence_options,
-    in_scope,
-    port_rules,
-    resolve_options,
-)
+from lazystream.runtime import heap, logs, memory
 from lazystream.stream import clienterrors
 from lazystream.stream.app import WorkerApp, create_worker_app
 from lazystream.stream.pipeline import FenceComputer
@@ -133,6 +133,8 @@ class Worker:
             config.kube.kubeconfig, connections=len(ALL_KINDS) + config.sink.concurrency + SPARE_CONNECTIONS
         )
         self.computer = FenceComputer(fence_options(config))
+        self.latency = latency_tracker()
+        """Produce-to-Sidecar latency: the table agent reports learned hosts, the sink applied Sidecars."""
         self.cache = ClusterCache(
             self.api,
             cluster_domain=config.fence.cluster_domain,
@@ -140,7 +142,10 @@ class Worker:
             on_kind_change=self._on_kind_change,
         )
         self.sink = FenceSink(
-            self.api, concurrency=config.sink.concurrency, field_manager=config.sink.field_manager
+            self.api,
+            concurrency=config.sink.concurrency,
+            field_manager=config.sink.field_manager,
+            on_applied=self.latency.applied,
         )
         self.controller = FenceController(
             self.compute,
@@ -149,7 +154,9 @@ class Worker:
             coalesce_seconds=config.sink.coalesce_seconds,
             concurrency=config.sink.concurrency,
         )
-        self.stream: WorkerApp = create_worker_app(config, self.cache, self._on_fence_learned)
+        self.stream: WorkerApp = create_worker_app(
+            config, self.cache, self._on_fence_learned, on_hosts_learned=self.latency.learned
+        )
         self.ready = asyncio.Event()
         self.sweeps = SweepSchedule()
         self.revision_scope = autofence_options(self.config)
@@ -160,7 +167,7 @@ class Worker:
         self.elector = self._elector()
         self.admin = AdminServer(create_admin_app(self._admin_hooks()), config.web.host, config.web.port)
         self._install_lifecycle(self.stream.app)
-        self.metrics = instrument_worker(self)
+        self.metrics = worker_metrics(self, self.latency)
         self._kafka_log = clienterrors.count_client_logs(self.stream.kafka_errors)
         add_metrics_route(self.admin.app, self.metrics)
 
@@ -579,7 +586,7 @@ def prepare_kafka(config: Config) -> None:
     the next metadata refresh (minutes; seen on a new deployment). Brokers that cannot be reached, or that
     refuse to create topics, are logged and left to faust's clients, which keep trying.
 
-    Raises :class:`~lazystream.kafka_security.KafkaAccessError` when a broker refuses the TLS handshake or
+    Raises :class:`~lazystream.kafka.security.KafkaAccessError` when a broker refuses the TLS handshake or
     the credentials, saying why and which settings to check, where faust would stop with a traceback of
     aiokafka's "Unable to bootstrap".
     """
@@ -615,7 +622,7 @@ def run(config: Config, loglevel: str | None = None) -> None:
     SIGQUIT writes every thread's stack to stderr, even when the event loop is stuck: what an operator (or a
     test) needs from a worker that does not stop. (faust's SIGUSR1 logs the asyncio tasks, from the loop.)
 
-    Raises :class:`~lazystream.kafka_security.KafkaAccessError` when the brokers refuse the worker's TLS or
+    Raises :class:`~lazystream.kafka.security.KafkaAccessError` when the brokers refuse the worker's TLS or
     SASL settings (:func:`prepare_kafka`), and :class:`~lazystream.config.ConfigError` when a
     ``kafka.security`` file is unusable.
     """

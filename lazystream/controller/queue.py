@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from lazystream.tasks import cancel_and_wait
+from lazystream.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from lazystream.domain.hosts import service_fqdn, wildcard_matches
 
@@ -484,3 +485,19 @@ class ClusterState:
 
     def iter_services(self) -> Iterator[Service]:
         return iter(sorted(self.services.values(), key=lambda s: s.key))
+
+
+class ClusterView(Protocol):
+    """The cluster as everything but the watches reads it: a :class:`ClusterState` and the ServiceFences,
+    behind a lock (the Kubernetes watches update them from threads). The watch cache
+    (``lazystream.kube.informers.ClusterCache``) is the one; the stream agents, the admin API, autoFence,
+    the fallback keeper and the Prometheus poller read it through this, and tests pass stand-ins."""
+
+    state: ClusterState
+
+    @property
+    def fences(self) -> Mapping[ObjectKey, dict[str, Any]]: ...
+
+    def fence(self, key: ObjectKey, /) -> dict[str, Any] | None: ...
+
+    def reading(self) -> AbstractContextManager[Any]: ...

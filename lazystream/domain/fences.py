@@ -16,7 +16,7 @@ from typing import Any
 
 from lazystream.domain.cluster import ClusterObjectError, ClusterState, ObjectKey
 from lazystream.domain.hosts import service_fqdn
-from lazystream.templates import expand_template
+from lazystream.domain.templates import expand_template
 
 METRIC_KEY = 'destination_service="{}"'
 

@@ -14,20 +14,25 @@ import logging
 import os
 import signal
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from lazystream import heap
 from lazystream.config import EventLoop, GlobalSidecarSettings, KubeSettings
 from lazystream.domain.forwarding import ServiceExists
 from lazystream.globalsidecar.emit import Emitter, make_emitter
 from lazystream.globalsidecar.http1 import Limits, read_head, simple_response
+from lazystream.globalsidecar.options import ProxyOptions
 from lazystream.globalsidecar.pool import UpstreamPool
 from lazystream.globalsidecar.ports import PortsFile
-from lazystream.globalsidecar.proxy import Proxy, ProxyOptions
+from lazystream.globalsidecar.proxy import Proxy
+from lazystream.runtime import heap
 
 log = logging.getLogger(__name__)
-CACHE_SYNC_TIMEOUT = 60.0
 STATS_SECONDS = 30.0
+
+StartServiceCache = Callable[[KubeSettings, str], Awaitable[tuple[ServiceExists, Callable[[], None]]]]
+"""Starts the Service cache (``kube``, cluster domain): whether a Service exists, and how to stop. The
+command passes :func:`lazystream.kube.services.start_service_cache`; this package does not import the
+Kubernetes layer."""
 
 
 class GlobalSidecar:
@@ -40,8 +45,13 @@ class GlobalSidecar:
         *,
         cluster_domain: str = "cluster.local",
         emitter: Emitter | None = None,
+        services: StartServiceCache | None = None,
     ) -> None:
+        """With ``settings.service_cache`` on, ``services`` starts the Service cache; it must be given."""
+        if settings.service_cache and services is None:
+            raise ValueError("globalSidecar.serviceCache is on but no Service cache was given")
         self.settings = settings
+        self.services = services
         self.kube = kube
         self.cluster_domain = cluster_domain
         self.emitter = emitter or make_emitter(
@@ -121,23 +131,9 @@ class GlobalSidecar:
 
     async def _service_cache(self) -> tuple[ServiceExists | None, Callable[[], None]]:
         """Slime's Service controller: short names are completed only for Services that exist."""
-        if not self.settings.service_cache:
+        if not self.settings.service_cache or self.services is None:
             return None, lambda: None
-        from lazystream.kube.client import api_client
-        from lazystream.kube.informers import ClusterCache
-
-        api = api_client(self.kube.kubeconfig)
-        cache = ClusterCache(api, cluster_domain=self.cluster_domain, kinds=["Service"])
-        cache.start()
-        if not await asyncio.to_thread(cache.wait_synced, CACHE_SYNC_TIMEOUT):
-            log.warning("Services not listed after %.0f s: short names wait for them", CACHE_SYNC_TIMEOUT)
-
-        def stop() -> None:
-            cache.stop()
-            api.close()
-
-        # A dict lookup, safe against the watch thread's updates under the GIL; no lock on the hot path.
-        return cache.state.has_service, stop
+        return await self.services(self.kube, self.cluster_domain)
 
     async def _reload_ports(self, proxy: Proxy) -> None:
         if self.ports_file is None:
@@ -208,12 +204,17 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
-def run(settings: GlobalSidecarSettings, kube: KubeSettings, cluster_domain: str) -> None:
+def run(
+    settings: GlobalSidecarSettings,
+    kube: KubeSettings,
+    cluster_domain: str,
+    services: StartServiceCache | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, on the event loop ``settings.event_loop`` names."""
     heap.tune()
 
     async def main() -> None:
-        sidecar = GlobalSidecar(settings, kube, cluster_domain=cluster_domain)
+        sidecar = GlobalSidecar(settings, kube, cluster_domain=cluster_domain, services=services)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, sidecar.stop)

@@ -496,19 +496,26 @@ class ChunkedBody:
                 raise self.error("too many trailer fields", 431)
 
 
+async def _next_piece(reader: asyncio.StreamReader, body: ChunkedBody, most: int) -> bytes:
+    """The next bytes of a chunked body from a stream, for :meth:`ChunkedBody.feed`: up to ``most`` bytes
+    of chunk data, or one whole line (size, CRLF, trailer) — a line longer than the stream's limit is
+    the body's framing error, the stream's end an :class:`asyncio.IncompleteReadError`."""
+    want = body.wants()
+    try:
+        data = await (reader.read(min(want, most)) if want else reader.readuntil(b"\n"))
+    except asyncio.LimitOverrunError:
+        raise body.error("chunk line too long") from None
+    if not data:
+        raise asyncio.IncompleteReadError(b"", None)
+    return data
+
+
 async def relay_chunked(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: ChunkedBody
 ) -> None:
     """Pass a chunked body from ``reader`` to ``writer``, reading no byte past its end."""
     while not body.ended:
-        want = body.wants()
-        try:
-            data = await (reader.read(min(want, COPY_CHUNK)) if want else reader.readuntil(b"\n"))
-        except asyncio.LimitOverrunError:
-            raise body.error("chunk line too long") from None
-        if not data:
-            raise asyncio.IncompleteReadError(b"", None)
-        out, _ = body.feed(data)
+        out, _ = body.feed(await _next_piece(reader, body, COPY_CHUNK))
         if out:
             writer.write(out)
             if writer.transport.get_write_buffer_size() > COPY_CHUNK:
@@ -520,13 +527,10 @@ async def read_chunked(reader: asyncio.StreamReader, body: ChunkedBody, limit: i
     (``body.ended``), so a small body is known good before anything is sent upstream."""
     out = bytearray()
     while not body.ended and len(out) < limit:
-        want = body.wants()
         try:
-            data = await (reader.read(min(want, limit)) if want else reader.readuntil(b"\n"))
-        except asyncio.LimitOverrunError:
-            raise body.error("chunk line too long") from None
-        if not data:
-            raise asyncio.IncompleteReadError(bytes(out), None)
+            data = await _next_piece(reader, body, limit)
+        except asyncio.IncompleteReadError:
+            raise asyncio.IncompleteReadError(bytes(out), None) from None
         out += body.feed(data)[0]
     return bytes(out)
 

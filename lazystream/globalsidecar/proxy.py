@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lazystream.domain.forwarding import (
@@ -40,7 +40,6 @@ from lazystream.globalsidecar.http1 import (
     BadMessage,
     ChunkedBody,
     Framing,
-    Limits,
     RequestError,
     expects_continue,
     keep_alive,
@@ -57,6 +56,7 @@ from lazystream.globalsidecar.http1 import (
     response_framing,
     simple_response,
 )
+from lazystream.globalsidecar.options import ProxyOptions
 from lazystream.globalsidecar.pool import Upstream, UpstreamPool
 from lazystream.globalsidecar.relay import (
     BUFFERED_BODY_BYTES,
@@ -78,28 +78,6 @@ class UpstreamTimedOut(UpstreamFailed):
     """The upstream could not be reached, or did not answer, in time (504)."""
 
     status = 504
-
-
-@dataclass(frozen=True, slots=True)
-class ProxyOptions:
-    instance: str
-    """This process's id, the value of the loop-detection header it adds."""
-    prefer_listener_port: bool = False
-    upstream_timeout: float | None = None
-    """Longest time from dialling to the end of a response; None: no limit."""
-    limits: Limits = field(default_factory=Limits)
-    header_timeout: float = 10.0
-    """Longest time for a request's head (and a small body read before dialling) to arrive."""
-    idle_timeout: float = 60.0
-    """A client connection with no request under way is closed after this long."""
-    response_head_timeout: float | None = 60.0
-    """Longest wait for the response head once the request is upstream; None: no limit."""
-
-    @property
-    def sweep_seconds(self) -> float:
-        """How often the timeout sweep looks at the connections: a quarter of the shortest timeout."""
-        shortest = min(t for t in (self.header_timeout, self.idle_timeout, self.response_head_timeout) if t)
-        return max(0.05, min(1.0, shortest / 4))
 
 
 @dataclass(slots=True)

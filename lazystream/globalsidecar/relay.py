@@ -19,21 +19,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any, Protocol, cast
 
 from lazystream.domain.forwarding import (
     HOP_HEADER,
     ORIG_DEST_HEADER,
     SOURCE_NS_HEADER,
     XFCC_HEADER,
+    Decisions,
     Forward,
     Refuse,
+    ServiceExists,
     access_record,
     connection_is_self,
     format_address,
     join_host_port,
     principal_from_xfcc,
 )
+from lazystream.globalsidecar.emit import Emitter, NullEmitter
 from lazystream.globalsidecar.http1 import (
     CONTINUE,
     FRAMED_BY,
@@ -59,12 +64,34 @@ from lazystream.globalsidecar.http1 import (
     serialize,
     simple_response,
 )
-from lazystream.globalsidecar.pool import UpstreamConnection
-
-if TYPE_CHECKING:
-    from lazystream.globalsidecar.proxy import Proxy
+from lazystream.globalsidecar.options import ProxyOptions
+from lazystream.globalsidecar.pool import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger(__name__)
+
+
+class ProxyCore(Protocol):
+    """What the hot path uses of the proxy that owns its connections
+    (:class:`lazystream.globalsidecar.proxy.Proxy`): its options, pool, emitter and counters, and the way
+    to hand a connection to the stream-based code. A Protocol, so this module does not import the proxy."""
+
+    options: ProxyOptions
+    pool: UpstreamPool
+    emitter: Emitter
+    count_only: NullEmitter | None
+    decisions: Decisions
+    exists: ServiceExists | None
+    counters: Counter[str]
+    clients: set[ClientConnection]
+    own_listeners: list[tuple[str, int]]
+
+    @property
+    def ports(self) -> frozenset[int]: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None], /) -> asyncio.Task[None]: ...
+
+    def hand_to_streams(self, client: ClientConnection, /) -> None: ...
+
 
 BUFFERED_BODY_BYTES = 64 * 1024
 """Request bodies up to this size are read before dialling, so a request that meets a pooled connection
@@ -177,7 +204,7 @@ class ClientConnection(asyncio.Protocol):
     ``clientIdleSeconds``) or for the rest of a request's head and small body (408 after
     ``headerTimeoutSeconds``). The proxy's timeout sweep reads it (:meth:`check`); nothing per request."""
 
-    def __init__(self, proxy: Proxy, port: int) -> None:
+    def __init__(self, proxy: ProxyCore, port: int) -> None:
         self.proxy = proxy
         self.port = port
         self.limits = proxy.options.limits

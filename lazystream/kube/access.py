@@ -19,6 +19,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from lazystream.kube.errors import short_reason
+
 CACHE_SECONDS = 10.0
 CACHE_ENTRIES = 1024
 GROUP, RESOURCE, VERB = "microservice.slime.io", "servicefences", "update"
@@ -84,8 +86,7 @@ class AccessReviewer:
                 )
             )
         except (ApiException, HTTPError, OSError) as exc:  # HTTPError: the API server could not be reached
-            reason = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else type(exc).__name__
-            return Decision(503, reason=f"the API server could not review the token ({reason})")
+            return Decision(503, reason=f"the API server could not review the token ({short_reason(exc)})")
         where = f"in namespace {namespace}" if namespace else "in every namespace"
         if access.status and access.status.allowed:
             return Decision(200, user=user.username or "")

@@ -12,32 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from lazystream.domain import autofence
-from lazystream.domain.cluster import ClusterState, ObjectKey
+from lazystream.domain.cluster import ClusterView, ObjectKey
 from lazystream.kube.cleanup import SERVICE_FENCE, delete_sidecar_if_ours
 from lazystream.kube.client import FIELD_MANAGER
 from lazystream.kube.duty import LeaderDuty
 
 log = logging.getLogger(__name__)
-
-
-class FenceCache(Protocol):
-    """The watch cache as autoFence reads it (``ClusterCache`` fits)."""
-
-    state: ClusterState
-
-    @property
-    def fences(self) -> Mapping[ObjectKey, dict[str, Any]]: ...
-
-    def reading(self) -> AbstractContextManager[Any]: ...
 
 
 class AutoFencer(LeaderDuty):
@@ -46,7 +34,7 @@ class AutoFencer(LeaderDuty):
     def __init__(
         self,
         api: client.ApiClient,
-        cache: FenceCache,
+        cache: ClusterView,
         options: autofence.AutoFenceOptions,
         *,
         field_manager: str = FIELD_MANAGER,

@@ -13,15 +13,14 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from lazystream.domain import envoyfilters, wormhole
-from lazystream.domain.cluster import GLOBAL_SIDECAR_SERVICE, ClusterState
+from lazystream.domain.cluster import GLOBAL_SIDECAR_SERVICE, ClusterView
 from lazystream.kube.client import FIELD_MANAGER
 from lazystream.kube.duty import LeaderDuty
 
@@ -29,14 +28,6 @@ log = logging.getLogger(__name__)
 
 ObjectId = tuple[str, str, str, str]
 """apiVersion, kind, namespace, name."""
-
-
-class ServiceCache(Protocol):
-    """The watch cache as the keeper reads it (``ClusterCache`` fits)."""
-
-    state: ClusterState
-
-    def reading(self) -> AbstractContextManager[Any]: ...
 
 
 def _id(obj: Mapping[str, Any]) -> ObjectId:
@@ -50,7 +41,7 @@ class FallbackKeeper(LeaderDuty):
     def __init__(
         self,
         api: client.ApiClient,
-        cache: ServiceCache,
+        cache: ClusterView,
         options: envoyfilters.FallbackOptions,
         rules: wormhole.PortRules,
         *,

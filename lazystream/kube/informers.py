@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import random
 import sys
 import threading
 import time
@@ -61,6 +60,8 @@ from kubernetes.client.exceptions import ApiException
 from lazystream.domain.affected import FenceIndex
 from lazystream.domain.cluster import ClusterObjectError, ClusterState, ObjectKey
 from lazystream.domain.fences import fence_from_object
+from lazystream.kube.errors import describe
+from lazystream.runtime.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -112,24 +113,6 @@ HTTP_NOT_FOUND = 404
 _UNREADABLE = (ClusterObjectError, AttributeError, TypeError, ValueError)
 """What reading one malformed object may raise: it is logged and skipped, never stops its kind's watch
 (a watch that failed on it would re-list and fail again, forever)."""
-
-
-class _Backoff:
-    """Exponential backoff with jitter, so that many workers do not hammer a recovering API server at once."""
-
-    def __init__(self, initial: float = BACKOFF_INITIAL_S, maximum: float = BACKOFF_MAX_S) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.failures = 0
-
-    def next(self) -> float:
-        delay = self.initial * 2.0 ** min(self.failures, 16)
-        self.failures += 1
-        # jitter spreads retries; it has nothing to do with cryptography
-        return min(self.maximum, delay * random.uniform(1.0, 1.5))  # noqa: S311
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 @dataclass(eq=False)
@@ -448,7 +431,7 @@ class ClusterCache:
 
     def _run(self, worker: _KindWorker) -> None:
         kind = worker.info.kind
-        backoff = _Backoff()
+        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         version: str | None = None
         next_resync = 0.0
         while not self._stopping.is_set():
@@ -479,15 +462,14 @@ class ClusterCache:
                 version = None
                 self._failed(worker, backoff, exc)
 
-    def _failed(self, worker: _KindWorker, backoff: _Backoff, exc: BaseException) -> None:
+    def _failed(self, worker: _KindWorker, backoff: Backoff, exc: BaseException) -> None:
         delay = backoff.next()
         with self._lock:
             self.errors_total[worker.info.kind] += 1
         log.warning(
-            "%s list/watch failed (%s: %s); re-listing in %.1f s",
+            "%s list/watch failed (%s); re-listing in %.1f s",
             worker.info.kind,
-            type(exc).__name__,
-            str(exc).strip()[:300],
+            describe(exc).strip()[:300],
             delay,
         )
         self._sleep(worker, delay)

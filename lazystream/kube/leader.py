@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import socket
 import threading
 import time
@@ -56,11 +55,12 @@ from typing import Any, Protocol, TypeVar
 import orjson
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
 
 from lazystream.config import Config
+from lazystream.kube.errors import describe, error_label
 from lazystream.kube.pools import shutdown_pool
-from lazystream.tasks import cancel_and_wait
+from lazystream.runtime.backoff import jittered
+from lazystream.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -365,8 +365,8 @@ class LeaderElector:
                 raise
             except Exception as exc:
                 held = False
-                self.counters[_error_label(exc)] += 1
-                log.warning("leader election: %s: %s", self.identity, _describe(exc))
+                self.counters[error_label(exc)] += 1
+                log.warning("leader election: %s: %s", self.identity, describe(exc))
             if self._release_pending:
                 continue  # the leader work failed during the attempt: release first, lead again later
             if held:
@@ -386,7 +386,7 @@ class LeaderElector:
         if self._leading:
             delay = min(self.settings.retry_period, max(0.0, self._valid_until - time.monotonic()))
         else:
-            delay = self.settings.retry_period * random.uniform(1.0, JITTER_FACTOR)  # noqa: S311 - jitter
+            delay = jittered(self.settings.retry_period, 1.0, JITTER_FACTOR)
         await asyncio.sleep(delay)
         if self._leading and time.monotonic() >= self._valid_until:
             await self._step_down("renew-deadline")
@@ -526,8 +526,8 @@ class LeaderElector:
                 self.counters["released"] += 1
                 log.info("leader election: %s released the Lease", self.identity)
         except Exception as exc:  # the Lease then expires after its duration: slower, still correct
-            self.counters[_error_label(exc)] += 1
-            log.warning("leader election: %s could not release the Lease: %s", self.identity, _describe(exc))
+            self.counters[error_label(exc)] += 1
+            log.warning("leader election: %s could not release the Lease: %s", self.identity, describe(exc))
 
     # -- threads ------------------------------------------------------------------------------------------
 
@@ -547,18 +547,3 @@ class LeaderElector:
 
     def _lease_name(self) -> tuple[str, str]:
         return self.settings.namespace, self.settings.name
-
-
-def _error_label(exc: BaseException) -> str:
-    if isinstance(exc, ApiException) and exc.status:
-        return f"error:{exc.status}"
-    return f"error:{type(exc).__name__}"
-
-
-def _describe(exc: BaseException) -> str:
-    """Status and reason of an API error, never headers or bodies (they may carry tokens)."""
-    if isinstance(exc, ApiException):
-        return f"HTTP {exc.status} {exc.reason}"
-    if isinstance(exc, HTTPError | OSError | TimeoutError):
-        return f"{type(exc).__name__}: {exc}"
-    return f"{type(exc).__name__}: {exc}"

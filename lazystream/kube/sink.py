@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,13 +32,14 @@ import orjson
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from urllib3.exceptions import HTTPError
 
 from lazystream.controller.reconciler import Compute, Desired, FenceController, Observed
 from lazystream.domain.cluster import ObjectKey
 from lazystream.kube.cleanup import delete_sidecar_if_ours
 from lazystream.kube.client import FIELD_MANAGER
+from lazystream.kube.errors import describe, error_label, retry_after, retryable
 from lazystream.kube.pools import shutdown_pool
+from lazystream.runtime.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -82,53 +82,6 @@ def _sidecar_matches(desired: Mapping[str, Any], observed: Mapping[str, Any] | N
     return all(seen["labels"].get(k) == v for k, v in want["labels"].items())
 
 
-def _error_label(exc: BaseException) -> str:
-    """``error:<HTTP status>`` for API errors, ``error:<exception class>`` otherwise."""
-    if isinstance(exc, ApiException) and exc.status:
-        return f"error:{exc.status}"
-    return f"error:{type(exc).__name__}"
-
-
-def _describe(exc: BaseException) -> str:
-    """A log-safe description: status, reason and the server's message, never headers or request data."""
-    if isinstance(exc, ApiException):
-        message = ""
-        body = exc.body
-        if isinstance(body, bytes | str) and body:
-            try:
-                parsed = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                parsed = None
-            if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
-                message = parsed["message"]
-        return f"HTTP {exc.status} {exc.reason}: {message}".rstrip(": ")
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _retryable(exc: BaseException) -> bool:
-    """Conflicts, throttling, server errors and transport errors are worth another attempt; the rest of
-    4xx (403, 422, ...) will fail the same way until the object or the permissions change."""
-    if isinstance(exc, ApiException):
-        status = exc.status or 0
-        return status in (409, 429) or status >= 500 or status == 0
-    return isinstance(exc, HTTPError | OSError)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    """The server's ``Retry-After`` seconds on a 429/503, if it sent one."""
-    headers = getattr(exc, "headers", None)
-    if not headers:
-        return None
-    try:
-        value = headers.get("Retry-After")
-    except AttributeError:
-        return None
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
 def _discard(response: Any) -> None:
     """Read an answer the sink does not need and give its connection back to the pool.
 
@@ -164,6 +117,7 @@ class FenceSink:
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
         request_timeout: float = 15.0,
+        on_applied: Callable[[ObjectKey, Kind, dict[str, Any]], None] | None = None,
     ) -> None:
         """``max_retries`` counts attempts per object per write; after the last one fails the write asks to
         be tried again later. ``request_timeout`` bounds every request, so no thread can hang past
@@ -183,7 +137,7 @@ class FenceSink:
         self.writes_total: Counter[str] = Counter()
         """Outcomes by ``<kind>:<outcome>`` (``sidecar:applied``, ``status:unchanged``, ``status:gone``,
         ``status:conflict``, ``sidecar:retry``, ...) and ``error:<HTTP status or exception class>``."""
-        self.on_applied: Callable[[ObjectKey, Kind, dict[str, Any]], None] | None = None
+        self.on_applied = on_applied
         """Called with each object the API server holds as desired after a write (applied, or found
         unchanged): the produce-to-Sidecar latency metric watches Sidecars through it."""
 
@@ -277,36 +231,34 @@ class FenceSink:
             self.writes_total[f"{kind}:unchanged"] += 1
             self._notify(key, kind, content)
             return
-        delay = self.backoff_initial
+        backoff = Backoff(self.backoff_initial, self.backoff_max, jitter_low=0.5, jitter_high=1.0)
         for attempt in range(1, self.max_retries + 1):
             try:
                 await self._call(apply, key, content)
             except Exception as exc:
                 if isinstance(exc, ApiException) and exc.status == 404:
                     self.writes_total[f"{kind}:gone"] += 1
-                    log.info("sink: %s of fence %s not written: %s", kind, key, _describe(exc))
+                    log.info("sink: %s of fence %s not written: %s", kind, key, describe(exc))
                     raise _Gone from None
                 if isinstance(exc, ApiException) and exc.status == 409:
                     self.writes_total[f"{kind}:conflict"] += 1
-                if not _retryable(exc):
-                    self.writes_total[_error_label(exc)] += 1
-                    log.error("sink: %s of fence %s rejected: %s", kind, key, _describe(exc))
+                if not retryable(exc):
+                    self.writes_total[error_label(exc)] += 1
+                    log.error("sink: %s of fence %s rejected: %s", kind, key, describe(exc))
                     # the same content would be rejected again: wait for the fence to change
                     return
                 if attempt == self.max_retries or stopping:
-                    self.writes_total[_error_label(exc)] += 1
+                    self.writes_total[error_label(exc)] += 1
                     log.error(
                         "sink: %s of fence %s failed after %d attempts, trying again later: %s",
                         kind,
                         key,
                         attempt,
-                        _describe(exc),
+                        describe(exc),
                     )
                     raise _GiveUp from None
                 self.writes_total[f"{kind}:retry"] += 1
-                pause = random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not cryptography
-                await asyncio.sleep(max(pause, _retry_after(exc) or 0.0))
-                delay = min(delay * 2, self.backoff_max)
+                await asyncio.sleep(max(backoff.next(), retry_after(exc) or 0.0))
             else:
                 self._last_applied[(key, kind)] = wanted
                 self.writes_total[f"{kind}:applied"] += 1
@@ -319,9 +271,9 @@ class FenceSink:
         try:
             deleted = await self._call(delete_sidecar_if_ours, self._api, key, self.field_manager)
         except Exception as exc:
-            self.writes_total[_error_label(exc)] += 1
-            log.warning("sink: Sidecar of fence %s not deleted, trying again later: %s", key, _describe(exc))
-            return _retryable(exc)
+            self.writes_total[error_label(exc)] += 1
+            log.warning("sink: Sidecar of fence %s not deleted, trying again later: %s", key, describe(exc))
+            return retryable(exc)
         self._last_applied.pop((key, "sidecar"), None)
         self.writes_total["sidecar:deleted" if deleted else "sidecar:foreign"] += 1
         if deleted:

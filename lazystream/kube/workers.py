@@ -17,6 +17,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from lazystream.kube.errors import short_reason
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerPod:
@@ -36,10 +38,8 @@ def find_workers(api: client.ApiClient, namespace: str, selector: str, port: int
     """The running worker pods (those with an IP), by name; :class:`NoWorkers` when there are none."""
     try:
         pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items
-    except ApiException as exc:
-        raise NoWorkers(f"cannot list the worker pods in {namespace} ({exc.status} {exc.reason})") from exc
-    except HTTPError as exc:  # the API server cannot be reached
-        raise NoWorkers(f"cannot list the worker pods in {namespace} ({type(exc).__name__})") from exc
+    except (ApiException, HTTPError) as exc:  # HTTPError: the API server cannot be reached
+        raise NoWorkers(f"cannot list the worker pods in {namespace} ({short_reason(exc)})") from exc
     found = sorted(
         p.metadata.name for p in pods if p.status and p.status.pod_ip and not p.metadata.deletion_timestamp
     )
@@ -67,8 +67,8 @@ def proxy(
     try:
         response = api.call_api(*request)
         response.read()
-    except (ApiException, HTTPError, OSError) as exc:  # named, never printed: it may hold headers
-        return 502, {"error": f"the API server's proxy to pod {pod.name} failed ({type(exc).__name__})"}
+    except (ApiException, HTTPError, OSError) as exc:  # never printed whole: it may hold headers
+        return 502, {"error": f"the API server's proxy to pod {pod.name} failed ({short_reason(exc)})"}
     return int(response.status), _json(response.data)
 
 

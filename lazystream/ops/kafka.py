@@ -1,83 +1,33 @@
-"""Kafka plumbing for the operations commands: admin and group-less clients, offsets, and the worker group.
+"""Kafka plumbing for the operations commands: partitions, offsets, and the worker group.
 
 Nothing here joins a consumer group as a member. Reads use manual assignment with ``group_id=None``; the
 worker group's offsets are read through the admin API and written by an offset commit outside any
 generation (what ``kafka-consumer-groups --reset-offsets`` does), which the broker accepts only while the
-group has no members — and :func:`require_no_members` refuses before that, with a clear message.
+group has no members — and :func:`require_no_members` refuses before that, with a clear message. The
+clients themselves are set up by :mod:`lazystream.kafka.clients`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     CoordinatorLoadInProgressError,
     GroupCoordinatorNotAvailableError,
-    KafkaConnectionError,
 )
 from aiokafka.protocol.group import MemberAssignment
 
 from lazystream.config import Config
-from lazystream.kafka_security import KafkaAccessError, check_access, client_kwargs
+from lazystream.kafka.clients import REQUEST_TIMEOUT_MS, OpsError, start_client
+from lazystream.kafka.security import client_kwargs
 
-REQUEST_TIMEOUT_MS = 30_000
 COORDINATOR_WAIT_S = 20.0
 """How long a group lookup waits for a coordinator (a new broker's offsets topic being created)."""
-
-
-class OpsError(Exception):
-    """An operation that cannot go ahead; the message says why and what to do."""
-
-
-async def start_client(client: Any, config: Config) -> None:
-    """Start an aiokafka client; when it cannot connect, :class:`OpsError` says why (aiokafka only says
-    "Unable to bootstrap"): a broker refusing the TLS handshake or the SASL credentials, or none reachable."""
-    try:
-        await client.start()
-    except KafkaConnectionError as exc:
-        with contextlib.suppress(Exception):  # release what the half-started client holds
-            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
-        try:
-            problems = await check_access(config.kafka)
-        except KafkaAccessError as refused:
-            raise OpsError(str(refused)) from exc
-        where = config.kafka.bootstrap
-        raise OpsError(f"cannot connect to Kafka at {where}: {'; '.join(problems) or exc}") from exc
-
-
-@asynccontextmanager
-async def admin_client(config: Config) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(**client_kwargs(config.kafka), request_timeout_ms=REQUEST_TIMEOUT_MS)
-    await start_client(admin, config)
-    try:
-        yield admin
-    finally:
-        await admin.close()
-
-
-@asynccontextmanager
-async def reader(config: Config) -> AsyncIterator[AIOKafkaConsumer]:
-    """A consumer outside any group (no group id, no commits): assign partitions to it explicitly."""
-    consumer = AIOKafkaConsumer(
-        **client_kwargs(config.kafka),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        request_timeout_ms=REQUEST_TIMEOUT_MS,
-    )
-    await start_client(consumer, config)
-    try:
-        yield consumer
-    finally:
-        await consumer.stop()
 
 
 async def partitions_of(admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:

@@ -26,6 +26,7 @@ from aiokafka import TopicPartition
 from lazystream.config import Config
 from lazystream.domain.messages import TopicKind
 from lazystream.domain.replay import FenceChange
+from lazystream.kafka import clients
 from lazystream.ops import kafka
 from lazystream.ops.topics import _read_range, consumer_group, topic_names
 
@@ -69,10 +70,10 @@ async def plan_replay(
     config: Config, kinds: Iterable[TopicKind], since: float | None, *, require_idle: bool = True
 ) -> ReplayPlan:
     """Where each partition's offset would move (``since`` None: the beginning). With ``require_idle``,
-    :class:`~lazystream.ops.kafka.OpsError` when the group has live members."""
+    :class:`~lazystream.ops.clients.OpsError` when the group has live members."""
     names = topic_names(config)
     moves: list[Move] = []
-    async with kafka.admin_client(config) as admin, kafka.reader(config) as consumer:
+    async with clients.admin_client(config) as admin, clients.reader(config) as consumer:
         if require_idle:
             for group in (config.kafka.app_id, config.kafka.ingest_group):
                 await kafka.require_no_members(admin, group, "replay")
@@ -94,7 +95,7 @@ async def plan_replay(
 
 async def apply_replay(config: Config, plan: ReplayPlan) -> None:
     """Commit the plan's target offsets for the group (checking again that it has no members)."""
-    async with kafka.admin_client(config) as admin:
+    async with clients.admin_client(config) as admin:
         for group in (config.kafka.app_id, config.kafka.ingest_group):
             await kafka.require_no_members(admin, group, "replay")
     for group in plan.groups:
@@ -106,7 +107,7 @@ async def read_records(
 ) -> list[bytes]:
     """The values of ``topic`` the plan would re-process, in partition order."""
     ranges = {TopicPartition(m.topic, m.partition): (m.target, m.end) for m in plan.moves if m.topic == topic}
-    async with kafka.reader(config) as consumer:
+    async with clients.reader(config) as consumer:
         messages = await _read_range(consumer, ranges)
     values = [m.value or b"" for batch in messages.values() for m in batch]
     if on_record is not None:
@@ -124,7 +125,7 @@ async def wait_caught_up(
     """Follow the group's committed offsets until every moved partition reaches the end it had when the
     plan was made; ``on_progress(done, total)`` after each poll. False when ``timeout`` passes first."""
     deadline = time.monotonic() + timeout
-    async with kafka.admin_client(config) as admin:
+    async with clients.admin_client(config) as admin:
         while True:
             commits: dict[TopicPartition, int | None] = {}
             for group in plan.groups:

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from lazystream.config import Config
 from lazystream.domain.messages import TopicKind, decode
+from lazystream.kafka import clients
 from lazystream.ops import kafka
 from lazystream.ops.topics import topic_names
 
@@ -77,16 +78,16 @@ async def tail(
     """
     topic = topic_names(config)[request.kind]
     emitted = 0
-    async with kafka.admin_client(config) as admin:
+    async with clients.admin_client(config) as admin:
         tps = await kafka.partitions_of(admin, topic)
     if request.partition is not None:  # before a consumer exists: nothing to stop half-started
         wanted = [tp for tp in tps if tp.partition == request.partition]
         if not wanted:
-            raise kafka.OpsError(
+            raise clients.OpsError(
                 f"topic {topic!r} has no partition {request.partition} (it has 0-{len(tps) - 1})"
             )
         tps = wanted
-    async with kafka.reader(config) as consumer:
+    async with clients.reader(config) as consumer:
         consumer.assign(tps)
         starts = await _start_offsets(consumer, tps, request)
         for tp, offset in starts.items():

@@ -37,7 +37,8 @@ from lazystream.config import Config
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.messages import TopicKind
-from lazystream.kafka_security import client_kwargs
+from lazystream.kafka import clients
+from lazystream.kafka.security import client_kwargs
 from lazystream.ops import kafka
 
 TOPIC_ALREADY_EXISTS = 36
@@ -105,7 +106,7 @@ async def wait_visible(
     Why: a broker answers CreateTopics once the controller has recorded the topic, and its metadata learns
     of it a moment later. A consumer that joins its group in between is assigned no partition of the topic
     (faust: "Ignoring missing topic") and notices it only at its next metadata refresh, minutes later.
-    Raises :class:`~lazystream.ops.kafka.OpsError` naming the topics still missing after ``timeout``."""
+    Raises :class:`~lazystream.ops.clients.OpsError` naming the topics still missing after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         meta = await _metadata(admin, names)
@@ -113,7 +114,7 @@ async def wait_visible(
         if not missing:
             return
         if time.monotonic() >= deadline:
-            raise kafka.OpsError(
+            raise clients.OpsError(
                 f"created, but not in the brokers' metadata after {timeout:.0f} s: {', '.join(missing)}"
             )
         await asyncio.sleep(0.2)
@@ -136,14 +137,14 @@ async def create_topics(config: Config) -> list[Created]:
     names = topic_names(config)
     want_p, want_r = config.topics.partitions, config.topics.replication
     out: list[Created] = []
-    async with kafka.admin_client(config) as admin:
+    async with clients.admin_client(config) as admin:
         meta = await _metadata(admin, names.values())
         missing = [(k, n) for k, n in names.items() if n not in meta]
         if missing:
             response = await admin.create_topics([_new_topic(n, k, want_p, want_r) for k, n in missing])
             for topic, code, *rest in response.topic_errors:
                 if code and code != TOPIC_ALREADY_EXISTS:
-                    raise kafka.OpsError(
+                    raise clients.OpsError(
                         f"cannot create topic {topic!r}: error {code} {rest[0] if rest else ''}"
                     )
             await wait_visible(admin, [n for _, n in missing])
@@ -212,7 +213,7 @@ class Description:
 
 async def describe(config: Config, scan: int = SCAN_PER_PARTITION) -> Description:
     names = topic_names(config)
-    async with kafka.admin_client(config) as admin, kafka.reader(config) as consumer:
+    async with clients.admin_client(config) as admin, clients.reader(config) as consumer:
         meta = await _metadata(admin, names.values())
         groups = [
             await kafka.describe_group(admin, group)
@@ -362,21 +363,21 @@ async def scale(config: Config, partitions: int, *, dry_run: bool, progress: Pro
     grown = [names[k] for k in (TopicKind.ACCESS, TopicKind.EDGES, TopicKind.DEAD_LETTER)]
     version = config.tables.version + 1
     new_changelog = changelog_topic(config, version)
-    async with kafka.admin_client(config) as admin, kafka.reader(config) as consumer:
+    async with clients.admin_client(config) as admin, clients.reader(config) as consumer:
         for group in (config.kafka.app_id, config.kafka.ingest_group):
             await kafka.require_no_members(admin, group, "scale the topics")
         meta = await _metadata(admin, [*grown, new_changelog])
         missing = [n for n in grown if n not in meta]
         if missing:
-            raise kafka.OpsError(f"topics {', '.join(missing)} do not exist: run lazystream topics create")
+            raise clients.OpsError(f"topics {', '.join(missing)} do not exist: run lazystream topics create")
         if new_changelog in meta:
-            raise kafka.OpsError(
+            raise clients.OpsError(
                 f"the changelog of table version {version} ({new_changelog}) already exists: was this scale "
                 f"already done? Set tables.version to {version}, or delete that topic to redo it"
             )
         before = {n: len(meta[n]["partitions"]) for n in grown}
         if partitions <= max(before.values()):
-            raise kafka.OpsError(
+            raise clients.OpsError(
                 f"topics have {max(before.values())} partitions; Kafka can only add partitions "
                 f"(asked for {partitions})"
             )
@@ -406,12 +407,12 @@ async def _send_restores(
     config: Config, partitions: int, fences: dict[ObjectKey, learned.LearnedState]
 ) -> None:
     producer = AIOKafkaProducer(**client_kwargs(config.kafka), acks="all")
-    await kafka.start_client(producer, config)
+    await clients.start_client(producer, config)
     try:
         deadline = time.monotonic() + 60
         while len(await producer.partitions_for(config.topics.edges)) < partitions:
             if time.monotonic() > deadline:
-                raise kafka.OpsError(f"{config.topics.edges} does not show {partitions} partitions yet")
+                raise clients.OpsError(f"{config.topics.edges} does not show {partitions} partitions yet")
             await producer.client.force_metadata_update()
         now = time.time()
         for key, state in sorted(fences.items()):

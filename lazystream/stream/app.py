@@ -20,14 +20,14 @@ import orjson
 from faust.types import TP
 
 from lazystream.config import Config
+from lazystream.config.options import resolve_options
 from lazystream.domain import learned
-from lazystream.domain.cluster import ObjectKey
-from lazystream.kafka_security import client_security
-from lazystream.options import resolve_options
+from lazystream.domain.cluster import ClusterView, ObjectKey
+from lazystream.kafka.security import client_security
 from lazystream.stream import clienterrors, rewind
 from lazystream.stream.ingest import METADATA_MAX_AGE_MS, AccessIngest
 from lazystream.stream.partitioning import edge_partitioner
-from lazystream.stream.pipeline import HOSTS_LIMIT, ClusterView, Ingest
+from lazystream.stream.pipeline import HOSTS_LIMIT, Ingest
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class WorkerApp:
     """Edge messages refused at ``fence.maxHostsPerFence``, per fence (``namespace/name``)."""
     on_hosts_learned: Callable[[ObjectKey, list[str], float | None], None] | None = None
     """Called by the table agent with the hosts a fence has just learned and the Kafka timestamp of the
-    access record that taught them, if known (the produce-to-Sidecar latency metric sets it)."""
+    access record that taught them, if known (the worker passes the produce-to-Sidecar latency tracker's)."""
 
     def note_host_limit(self, fence: ObjectKey, hosts: Iterable[str]) -> None:
         """Count a refusal at ``fence.maxHostsPerFence`` and keep each refused host as a rejection with
@@ -189,7 +189,10 @@ class WorkerApp:
 
 
 def create_worker_app(
-    config: Config, cluster: ClusterView, on_fence_changed: Callable[[ObjectKey], None]
+    config: Config,
+    cluster: ClusterView,
+    on_fence_changed: Callable[[ObjectKey], None],
+    on_hosts_learned: Callable[[ObjectKey, list[str], float | None], None] | None = None,
 ) -> WorkerApp:
     """The app ``lazystream worker`` runs: the table agent (edges → the RocksDB learned-state table keyed
     by fence, its only writer) and the batch ingest stage (access → edges, dead letters), which the worker
@@ -213,7 +216,7 @@ def create_worker_app(
     )
     partition_of = edge_partitioner(config.topics.partition_key, config.topics.partitions)
     access = AccessIngest(config, ingest, cluster, partition_of)
-    worker = WorkerApp(app, topics, table, access, partition_of)
+    worker = WorkerApp(app, topics, table, access, partition_of, on_hosts_learned=on_hosts_learned)
     app.sensors.add(clienterrors.SendErrorSensor(access.kafka_errors))
     bucket_seconds, max_hosts = config.tables.bucket_seconds, config.fence.max_hosts_per_fence
 

@@ -26,9 +26,10 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from lazystream.config import Config
-from lazystream.kafka_security import client_kwargs
+from lazystream.domain.cluster import ClusterView
+from lazystream.kafka.security import client_kwargs
 from lazystream.stream import clienterrors
-from lazystream.stream.pipeline import ClusterView, DeadLetter, Ingest
+from lazystream.stream.pipeline import DeadLetter, Ingest
 
 log = logging.getLogger(__name__)
 

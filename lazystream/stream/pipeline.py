@@ -10,10 +10,9 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -36,18 +35,6 @@ REJECTED = frozenset(o for o in Outcome if o.startswith("rejected"))
 HOSTS_LIMIT = "rejected_hosts_limit"
 """The rejection reason of a host refused because its fence already holds ``fence.maxHostsPerFence``
 learned hosts (recorded by the table agent, shown by "explain")."""
-
-
-class ClusterView(Protocol):
-    """What the agents read of the cluster: a ClusterState and the ServiceFences, behind a lock (the
-    Kubernetes watches update them from threads)."""
-
-    state: ClusterState
-
-    @property
-    def fences(self) -> Mapping[ObjectKey, dict[str, Any]]: ...
-
-    def reading(self) -> AbstractContextManager[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from lazystream.config import KafkaSecuritySettings
-from lazystream.kafka_security import client_security
+from lazystream.kafka.security import client_security
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,9 @@ async def test_the_command_serves_on_the_loop_it_is_told(
     try:
         await asyncio.to_thread(proxy.wait_for_output, "lazystream global-sidecar ready", 30)
         assert f"event loop {loop}" in proxy.output()
-        assert "start-up objects frozen" in proxy.output()  # lazystream.heap: full collections skip them
+        assert (
+            "start-up objects frozen" in proxy.output()
+        )  # lazystream.runtime.heap: full collections skip them
         async with EchoUpstream() as upstream, Client("127.0.0.1", port) as client:
             response = await client.request(
                 "GET", "/on-" + loop, [("Host", "svc"), ("Slime-Orig-Dest", f"127.0.0.1:{upstream.port}")]

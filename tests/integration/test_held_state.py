@@ -18,9 +18,9 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
 from lazystream.config import load_config
+from lazystream.config.options import render_options
 from lazystream.domain.render import render
 from lazystream.kube.client import bearer_token
-from lazystream.options import render_options
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from tests.fixtures.kafka import delete_topics
 from tests.fixtures.ops import FENCE, learned_hosts

@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
+from lazystream.kafka import clients
 from lazystream.ops import kafka
 from lazystream.ops.topics import wait_visible
 from lazystream.testing import fluent_bit, global_sidecar_record
@@ -178,7 +179,7 @@ def test_replay_moves_offsets_and_refuses_a_live_group(
     config = config_of(env)
 
     async def ends() -> dict[TopicPartition, int]:
-        async with kafka.reader(config) as consumer:
+        async with clients.reader(config) as consumer:
             return await consumer.end_offsets([TopicPartition(access, p) for p in range(3)])
 
     end = asyncio.run(ends())
@@ -192,7 +193,7 @@ def test_replay_moves_offsets_and_refuses_a_live_group(
     }
 
     async def committed() -> dict[TopicPartition, int | None]:
-        async with kafka.admin_client(config) as admin:
+        async with clients.admin_client(config) as admin:
             return await kafka.committed(admin, ingest_group, list(end))
 
     assert asyncio.run(committed()) == end  # a dry run moves nothing
@@ -266,7 +267,7 @@ async def test_waiting_for_topics_names_those_the_brokers_do_not_list(
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
-        with pytest.raises(kafka.OpsError, match=f"after 1 s: {fresh_name}-never-created$"):
+        with pytest.raises(clients.OpsError, match=f"after 1 s: {fresh_name}-never-created$"):
             await wait_visible(admin, [f"{fresh_name}-never-created"], timeout=1.0)
     finally:
         await admin.close()

@@ -20,6 +20,7 @@ from aiokafka import TopicPartition
 from kubernetes.dynamic import DynamicClient
 
 from lazystream.config import Config, load_config
+from lazystream.kafka import clients
 from lazystream.ops import kafka
 from lazystream.testing import fluent_bit, global_sidecar_record
 from tests.fixtures.kafka import delete_topics
@@ -43,7 +44,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.kube]
 
 
 async def end_offsets(config: Config, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    async with kafka.reader(config) as consumer:
+    async with clients.reader(config) as consumer:
         return await consumer.end_offsets(tps)
 
 
@@ -236,8 +237,8 @@ def test_scale_from_4_to_12_partitions_keeps_every_dependency(
 
 
 def oracle_for(objects: list[dict[str, Any]], records: list[bytes], name: str) -> dict[str, Any]:
+    from lazystream.config.options import render_options
     from lazystream.domain.render import render
-    from lazystream.options import render_options
 
     result = render(objects, records, render_options(load_config(None, {})), time.time())
     return next(o for o in result.items if o["kind"] == "Sidecar" and o["metadata"]["name"] == name)["spec"]

@@ -30,10 +30,11 @@ from kubernetes.dynamic import DynamicClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from lazystream.config import load_config
+from lazystream.config.options import render_options
 from lazystream.domain.render import render
+from lazystream.kafka import clients as kafka_clients
 from lazystream.kube.client import api_client
 from lazystream.ops import kafka as ops_kafka
-from lazystream.options import render_options
 from lazystream.stream.partitioning import partition_of_key
 from lazystream.testing import ClusterBuilder, fluent_bit, global_sidecar_record
 from lazystream.testing.crds import install_test_crds
@@ -469,7 +470,7 @@ def assignments(env: dict[str, str]) -> dict[str, list[dict[str, list[int]]]]:
     config = config_of(env)
 
     async def describe() -> dict[str, list[dict[str, list[int]]]]:
-        async with ops_kafka.admin_client(config) as admin:
+        async with kafka_clients.admin_client(config) as admin:
             groups = [config.kafka.app_id, config.kafka.ingest_group]
             return {
                 g: [m.assignment for m in (await ops_kafka.describe_group(admin, g)).members] for g in groups

@@ -11,8 +11,8 @@ import pytest
 from kubernetes.dynamic import DynamicClient
 
 from lazystream.config import load_config
+from lazystream.config.options import render_options
 from lazystream.domain.render import render
-from lazystream.options import render_options
 from lazystream.testing import fluent_bit, global_sidecar_record
 from tests.fixtures.kube import AuditLog
 from tests.fixtures.processes import WorkerProcess

@@ -20,12 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lazystream.config import load_config
+from lazystream.config.options import autofence_options, fence_options, render_options, resolve_options
 from lazystream.domain import autofence, learned
 from lazystream.domain.autofence import FENCED_LABEL
 from lazystream.domain.cluster import ClusterState, ObjectKey
 from lazystream.domain.render import render
 from lazystream.domain.resolution import Outcome
-from lazystream.options import autofence_options, fence_options, render_options, resolve_options
 from lazystream.stream.pipeline import DeadLetter, FenceComputer, Ingest
 from lazystream.testing.mesh import MeshScenario
 

@@ -19,11 +19,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from lazystream import memory
 from lazystream.admin import AdminHooks, AdminServer, cache_explainer, cache_fences_in, create_admin_app
 from lazystream.domain import learned
 from lazystream.domain.cluster import ClusterState, ObjectKey
 from lazystream.domain.fences import FenceOptions
+from lazystream.runtime import memory
 from lazystream.testing import ClusterBuilder
 from tests.fixtures.kafka import TopicFactory
 

@@ -101,7 +101,7 @@ def test_crds_apply_reports_a_directory_without_manifests(tmp_path: Path) -> Non
 
 
 def test_explain_times_are_to_the_second_with_their_zone() -> None:
-    from lazystream.cli import _seen
+    from lazystream.cli.admin import _seen
 
     assert _seen("2027-01-15T07:58:20.123Z") == "2027-01-15 07:58:20 UTC"
     assert _seen(None) == "-"

@@ -1,4 +1,4 @@
-"""The worker's garbage-collector settings (``lazystream.heap``)."""
+"""The worker's garbage-collector settings (``lazystream.runtime.heap``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lazystream import heap
+from lazystream.runtime import heap
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from lazystream.cli import main
 from lazystream.config import ConfigError, ConfigWarning, KafkaSettings, env_var_names, load_config
-from lazystream.kafka_security import (
+from lazystream.kafka.security import (
     check_access,
     client_kwargs,
     client_security,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lazystream import logs
 from lazystream.config import load_config
 from lazystream.ops.timespec import TimeSpecError, parse_duration, parse_since
+from lazystream.runtime import logs
 
 
 @pytest.fixture

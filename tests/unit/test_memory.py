@@ -1,4 +1,4 @@
-"""The worker's memory report (:mod:`lazystream.memory`) and the packed objects of the watch cache."""
+"""The worker's memory report (:mod:`lazystream.runtime.memory`) and the packed objects of the watch cache."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from lazystream import memory
 from lazystream.domain.cluster import ObjectKey
 from lazystream.kube.informers import CompactObjects, pack, unpack
+from lazystream.runtime import memory
 
 linux_glibc = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not memory.allocator(), reason="glibc's allocator figures"

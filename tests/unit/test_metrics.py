@@ -22,8 +22,9 @@ from lazystream.metrics import (
     LatencyTracker,
     add_metrics_route,
     exposed_names,
-    instrument_worker,
+    latency_tracker,
     sidecar_hosts,
+    worker_metrics,
 )
 from lazystream.stream.clienterrors import KafkaErrors
 from lazystream.stream.ingest import IngestProgress
@@ -82,7 +83,6 @@ def stand_in_worker() -> Any:
         edges_read_again=1,
         kafka_errors=kafka_errors,
         owns=lambda key: key == SHOP,
-        on_hosts_learned=None,
     )
     controller = SimpleNamespace(
         writes_total=Counter({"sidecar:applied": 2, "status:unchanged": 1, "error:403": 1}),
@@ -117,9 +117,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 async def test_every_listed_metric_is_exposed_with_the_counters_values() -> None:
     worker = stand_in_worker()
-    metrics = instrument_worker(worker)
-    assert worker.stream.on_hosts_learned == metrics.latency.learned
-    assert worker.sink.on_applied == metrics.latency.applied
+    latency = latency_tracker()
+    metrics = worker_metrics(worker, latency)
+    assert metrics.latency is latency
     await metrics.refresh()
     text = metrics.render().decode()
     got = samples(text)
@@ -201,7 +201,7 @@ def test_sidecar_hosts_strip_the_namespace_part() -> None:
 
 
 async def test_metrics_are_served_on_the_admin_app() -> None:
-    metrics = instrument_worker(stand_in_worker())
+    metrics = worker_metrics(stand_in_worker(), latency_tracker())
 
     async def send_edge(key: ObjectKey, message: Any) -> None:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lazystream.config import load_config
-from lazystream.options import render_options
+from lazystream.config.options import render_options
 
 CONFIG = """
 apiVersion: config.netease.com/v1alpha1

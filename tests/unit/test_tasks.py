@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from lazystream.tasks import cancel_and_wait
+from lazystream.runtime.tasks import cancel_and_wait
 
 
 async def test_a_task_that_swallows_cancellations_is_cancelled_again_until_it_ends() -> None:

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from lazystream.templates import (
+from lazystream.domain.templates import (
     RegexError,
     TemplateError,
     check_alias_template,

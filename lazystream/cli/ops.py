@@ -1,7 +1,8 @@
 """The operations commands: ``tail``, ``replay``, ``topics create|describe|scale`` and ``graph``.
 
-Registered on :data:`lazystream.cli.main` (which imports this module). They are thin: the work is in
-:mod:`lazystream.ops` (Kafka), :mod:`lazystream.kube.snapshot` (API server reads) and the domain core.
+Registered on :data:`lazystream.cli.common.main` (:mod:`lazystream.cli` imports this module). They are
+thin: the work is in :mod:`lazystream.ops` (Kafka), :mod:`lazystream.kube.snapshot` (API server reads)
+and the domain core.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from lazystream.cli import config_option, kubeconfig_option, load, main, print_table
+from lazystream.cli.common import config_option, kubeconfig_option, load, main, print_table
 from lazystream.config import Config, ConfigError
 from lazystream.domain.messages import TopicKind, one_line
 
@@ -34,9 +35,10 @@ def bootstrap_option(func: F) -> F:
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``; an :class:`~lazystream.ops.kafka.OpsError` becomes a clean command error, and so does a
-    ``kafka.security`` file that cannot be used (a configuration error, found when the clients are built)."""
-    from lazystream.ops.kafka import OpsError
+    """Run ``coro``; an :class:`~lazystream.kafka.clients.OpsError` becomes a clean command error, and so
+    does a ``kafka.security`` file that cannot be used (a configuration error, found when the clients are
+    built)."""
+    from lazystream.kafka.clients import OpsError
 
     try:
         return asyncio.run(coro)
@@ -238,10 +240,11 @@ def replay(
 
 
 def _live_members(config: Config) -> int:
+    from lazystream.kafka.clients import admin_client
     from lazystream.ops import kafka
 
     async def count() -> int:
-        async with kafka.admin_client(config) as admin:
+        async with admin_client(config) as admin:
             groups = (config.kafka.app_id, config.kafka.ingest_group)
             return sum([len((await kafka.describe_group(admin, group)).members) for group in groups])
 
@@ -249,12 +252,12 @@ def _live_members(config: Config) -> int:
 
 
 def _preview(config: Config, kubeconfig: Path | None, plan: Any, show_progress: bool) -> list[Any]:
+    from lazystream.config.options import in_scope, render_options
     from lazystream.domain.replay import preview
     from lazystream.kube.client import api_client
     from lazystream.kube.informers import ALL_KINDS
     from lazystream.kube.snapshot import list_objects
     from lazystream.ops.replay import read_records
-    from lazystream.options import in_scope, render_options
 
     records = _run(read_records(config, plan, config.topics.access))
     with api_client(kubeconfig or config.kube.kubeconfig) as api:

@@ -31,8 +31,11 @@ environment > file > defaults. A higher source replaces a whole setting; it neve
 the key path (``general.dispatches[1].domainRegex: invalid regular expression: ...``), or the environment
 variable when the value came from there; errors in the file also give its name and line.
 
-Like the domain code, this module is pure: the standard library, PyYAML (in the generic loader,
-:mod:`lazystream._configloader`) and :mod:`lazystream.templates`; no faust, no Kubernetes client.
+Like the domain code, this package is pure: the standard library, PyYAML (in the generic loader,
+:mod:`lazystream.config.loader`) and :mod:`lazystream.domain.templates`; no faust, no Kubernetes client.
+It owns what a configuration is and how it is read: this module (the sections and :func:`load_config`),
+the generic typed loader (:mod:`~lazystream.config.loader`) and the mapping from a configuration to the
+domain core's option records (:mod:`~lazystream.config.options`).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
-from lazystream._configloader import (
+from lazystream.config.loader import (
     ConfigError,
     ConfigErrors,
     ConfigWarning,
@@ -66,7 +69,7 @@ from lazystream._configloader import (
     suggestion,
     walk_settings,
 )
-from lazystream.templates import (
+from lazystream.domain.templates import (
     RegexError,
     TemplateError,
     check_alias_template,
