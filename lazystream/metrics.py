@@ -47,11 +47,11 @@ from lazystream.domain.cluster import ObjectKey
 
 if TYPE_CHECKING:
     from lazystream.config import Config
+    from lazystream.controller.compute import FenceComputer
     from lazystream.controller.reconciler import FenceController
     from lazystream.kube.informers import ClusterCache
     from lazystream.kube.sink import FenceSink
     from lazystream.stream.app import WorkerApp
-    from lazystream.stream.pipeline import FenceComputer
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@ learned-state table; the watch cache lists the cluster; the controller (``lazyst
 through ``kube.sink``) starts; if learned state is empty, fences are seeded from their
 ``status.metricStatus`` through the edges topic. From then on a table write, a cluster change, a deadline
 or the periodic refresh schedules a fence, and the controller writes what the domain core computes for it
-(:meth:`Worker.compute`). SIGTERM stops the controller (after a last drain) and the watches, then faust.
+(:class:`~lazystream.controller.compute.FenceInputs`). SIGTERM stops the controller (after a last drain)
+and the watches, then faust.
 
 Cluster-wide work (autoFence, the fallback objects, Prometheus polling) runs only while this worker holds the
 leader Lease; losing the Lease cancels it at once. The admin API (health, readiness,
@@ -40,9 +41,9 @@ from lazystream.config.options import (
     port_rules,
     resolve_options,
 )
-from lazystream.controller.reconciler import Desired, FenceController, NotReady, Observed
+from lazystream.controller.compute import FenceComputer, FenceInputs
+from lazystream.controller.reconciler import FenceController
 from lazystream.domain import learned
-from lazystream.domain.autofence import fence_in_revision_scope
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.fences import learned_from_metric_status
 from lazystream.domain.resolution import may_hold
@@ -62,12 +63,9 @@ from lazystream.ops.topics import create_topics
 from lazystream.runtime import heap, logs, memory
 from lazystream.stream import clienterrors
 from lazystream.stream.app import WorkerApp, create_worker_app
-from lazystream.stream.pipeline import FenceComputer
 
 log = logging.getLogger(__name__)
 CACHE_SYNC_TIMEOUT = 120.0
-DEADLINE_SLACK = 0.05
-"""Seconds after a deadline its timer fires (a deadline is "passed" strictly after it)."""
 TRIM_SECONDS = 60.0
 """Seconds between the worker's returns of free allocator memory to the kernel (``malloc_trim``)."""
 SPARE_CONNECTIONS = 4
@@ -147,20 +145,29 @@ class Worker:
             field_manager=config.sink.field_manager,
             on_applied=self.latency.applied,
         )
-        self.controller = FenceController(
-            self.compute,
-            self.sink,
-            deadline_in=self._deadline_in,
-            coalesce_seconds=config.sink.coalesce_seconds,
-            concurrency=config.sink.concurrency,
-        )
         self.stream: WorkerApp = create_worker_app(
             config, self.cache, self._on_fence_learned, on_hosts_learned=self.latency.learned
         )
-        self.ready = asyncio.Event()
-        self.sweeps = SweepSchedule()
         self.revision_scope = autofence_options(self.config)
         """``global.istioRev`` / ``strictRev``: fences of other revisions are skipped."""
+        self.compute = FenceInputs(
+            self.computer,
+            self.stream,
+            self.cache,
+            readable=self.state_readable,
+            in_scope=self.in_scope,
+            revision_scope=self.revision_scope,
+        )
+        """What the controller writes for a fence now."""
+        self.controller = FenceController(
+            self.compute,
+            self.sink,
+            deadline_in=self.compute.deadline_in,
+            coalesce_seconds=config.sink.coalesce_seconds,
+            concurrency=config.sink.concurrency,
+        )
+        self.ready = asyncio.Event()
+        self.sweeps = SweepSchedule()
         self.autofencer = self._autofencer()
         self.fallback = self._fallback()
         self.poller = self._poller()
@@ -375,42 +382,6 @@ class Worker:
         then would look as if it had learned nothing, and its status would go to EXPIREWAIT."""
         app = self.app
         return not (app.should_stop or app.rebalancing or app.in_recovery)
-
-    def compute(self, key: ObjectKey) -> tuple[Desired, Observed] | None:
-        """What the controller writes for ``key`` now; None when the fence is gone or not this worker's. While
-        the table cannot be read (recovery, rebalance, shutdown), :class:`NotReady`: it is tried later."""
-        if not self.state_readable():
-            raise NotReady(str(key))
-        if not self.in_scope(key) or not self.stream.owns(key):
-            return None
-        with self.cache.reading():
-            fence = self.cache.fence(key)
-            if fence is None:
-                self.computer.forget(key)
-                self.cache.forget_fence(key)
-                sidecar = self.cache.sidecars.get(key)
-                if sidecar is None:
-                    return None
-                # a deleted fence leaves no Sidecar of ours behind (no garbage collector is assumed)
-                return Desired(status=None, sidecar=None), Observed(status=None, sidecar=sidecar)
-            if not fence_in_revision_scope(fence, self.revision_scope):
-                self.computer.forget(key)
-                return None  # another revision's controller computes and writes it
-            plan = self.computer.plan(
-                fence, self.stream.learned_hosts(key), self.cache.state, self.cache.sidecars.get(key)
-            )
-        self.cache.set_fence_hosts(key, plan.hosts)
-        return (
-            Desired(status=plan.status, sidecar=plan.sidecar),
-            Observed(status=plan.observed_status, sidecar=plan.observed_sidecar),
-        )
-
-    def _deadline_in(self, key: ObjectKey) -> float | None:
-        """Seconds until the fence's next ``spec.host`` deadline has passed, as of its last compute."""
-        deadline = self.computer.next_deadline.get(key)
-        if deadline is None:
-            return None
-        return max(0.0, deadline - self.computer.clock()) + DEADLINE_SLACK
 
     async def expire_idle(self) -> int:
         """With ``fence.idleTtlSeconds``: an expiry through the edges topic for each owned fence's hosts

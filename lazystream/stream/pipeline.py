@@ -1,33 +1,22 @@
-"""The worker's logic between the faust agents and the Kubernetes layer.
+"""The ingest stage's logic between the access topic and the edges topic.
 
-``Ingest`` turns one access-log message into edge messages (or a dead letter); ``FenceComputer`` turns a
-fence's learned state and the cluster cache into the desired ServiceFence status and Sidecar. Both call
-the domain core and nothing else: the agents in :mod:`lazystream.stream.app` only move bytes.
+``Ingest`` turns one access-log message into edge messages (or a dead letter), calling the domain core and
+nothing else: the agents in :mod:`lazystream.stream.app` only move bytes. What happens to a fence after its
+learned state changes is the controller's (:mod:`lazystream.controller`).
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
 from lazystream.domain import learned
 from lazystream.domain.cluster import ClusterState, ObjectKey
-from lazystream.domain.fences import (
-    FenceOptions,
-    compute_domains,
-    expire_transitions,
-    fence_from_object,
-    render_status,
-)
 from lazystream.domain.records import ParseError, parse_record
 from lazystream.domain.resolution import Outcome, Resolution, ResolveOptions, resolve_cached
-from lazystream.domain.sidecars import render_sidecar, sidecar_hosts
 
 DEDUPE_ENTRIES = 100_000
 RECENT_REJECTIONS = 1000
@@ -129,84 +118,3 @@ class Ingest:
         self.recent_rejections.move_to_end(entry)
         while len(self.recent_rejections) > RECENT_REJECTIONS:
             self.recent_rejections.popitem(last=False)
-
-
-@dataclass
-class FencePlan:
-    """What a fence should look like, and what the cache last saw of it."""
-
-    status: dict[str, Any]
-    sidecar: dict[str, Any] | None
-    observed_status: dict[str, Any] | None
-    observed_sidecar: dict[str, Any] | None
-    hosts: set[str]
-
-
-@dataclass
-class FenceComputer:
-    """Desired status and Sidecar of one fence from its learned state and the cluster (the same domain
-    functions ``lazystream render`` runs)."""
-
-    fence_options: FenceOptions
-    clock: Callable[[], float] = time.time
-    _expire_wait_since: dict[ObjectKey, dict[str, float]] = field(default_factory=dict)
-    timed: set[ObjectKey] = field(default_factory=set)
-    """Fences whose output depends on the clock (EXPIREWAIT entries, deadlines): the refresh tick
-    recomputes these, not every fence."""
-    next_deadline: dict[ObjectKey, float] = field(default_factory=dict)
-    """The next ``spec.host`` deadline still ahead, per fence: the worker sets a timer for it, so a
-    deadline takes effect when it passes rather than at the next tick."""
-    left_out: dict[ObjectKey, dict[str, str]] = field(default_factory=dict)
-    """Per fence, the hosts its Sidecar leaves out because Istio would refuse them (host -> reason), as
-    last computed: the metric ``lazystream_sidecar_hosts_left_out`` counts them."""
-
-    def plan(
-        self,
-        fence_obj: dict[str, Any],
-        learned_hosts: Iterable[str],
-        cluster: ClusterState,
-        observed_sidecar: dict[str, Any] | None,
-    ) -> FencePlan:
-        fence = fence_from_object(fence_obj)
-        now = self.clock()
-        hosts = set(learned_hosts) if fence.spec.enable else set(fence.learned)
-        domains = compute_domains(fence, hosts, cluster, self.fence_options, now)
-        since = self._expire_wait_since.get(fence.key, {})
-        domains, since = expire_transitions(
-            domains, fence.domains, since, now, self.fence_options.refresh_period
-        )
-        self._expire_wait_since[fence.key] = since
-        ahead = [
-            s.deadline
-            for s in fence.spec.hosts.values()
-            if not s.stable and s.deadline is not None and s.deadline >= now
-        ]
-        if ahead:
-            self.next_deadline[fence.key] = min(ahead)
-        else:
-            self.next_deadline.pop(fence.key, None)
-        if since or any(
-            s.deadline is not None or s.auto_duration is not None for s in fence.spec.hosts.values()
-        ):
-            self.timed.add(fence.key)
-        else:
-            self.timed.discard(fence.key)
-        egress = sidecar_hosts(fence, domains, self.fence_options)
-        if egress.left_out and fence.spec.enable:
-            self.left_out[fence.key] = egress.left_out
-        else:
-            self.left_out.pop(fence.key, None)
-        return FencePlan(
-            status=render_status(domains, hosts, numeric=self.fence_options.numeric_domain_status),
-            sidecar=render_sidecar(fence, domains, cluster, self.fence_options, egress),
-            observed_status=fence_obj.get("status"),
-            observed_sidecar=observed_sidecar,
-            hosts={h for d in domains.values() for h in d.hosts}
-            | {k for k in domains if not k.endswith("/*")},
-        )
-
-    def forget(self, key: ObjectKey) -> None:
-        self._expire_wait_since.pop(key, None)
-        self.left_out.pop(key, None)
-        self.timed.discard(key)
-        self.next_deadline.pop(key, None)

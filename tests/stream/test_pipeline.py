@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import orjson
 
+from lazystream.controller.compute import FenceComputer
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.explain import Rejection, rejections_for
@@ -13,7 +14,7 @@ from lazystream.domain.fences import FenceOptions
 from lazystream.domain.resolution import ResolveOptions
 from lazystream.stream import pipeline
 from lazystream.stream.app import WorkerApp
-from lazystream.stream.pipeline import HOSTS_LIMIT, DeadLetter, FenceComputer, Ingest
+from lazystream.stream.pipeline import HOSTS_LIMIT, DeadLetter, Ingest
 from lazystream.testing import bookinfo, istio_text_line
 from lazystream.testing.cluster import BOOKINFO_IPS
 
