@@ -2,7 +2,7 @@
 # The README's test command: installs everything (Python deps from requirements.lock; Kafka, kube-apiserver,
 # etcd and Prometheus into ~/.cache/lazystream-infra), starts the servers, runs lint, type checks and every
 # test against the real servers, then stops the servers it started (ones already running are left running).
-# Extra arguments go to pytest, e.g. `scripts/test.sh -m "not heavy"` or `scripts/test.sh tests/unit`.
+# Extra arguments go to pytest, e.g. `scripts/test.sh -m "not heavy"` or `scripts/test.sh tests/domain`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

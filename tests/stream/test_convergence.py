@@ -21,12 +21,13 @@ from hypothesis import strategies as st
 
 from lazystream.config import load_config
 from lazystream.config.options import autofence_options, fence_options, render_options, resolve_options
+from lazystream.controller.compute import FenceComputer
 from lazystream.domain import autofence, learned
 from lazystream.domain.autofence import FENCED_LABEL
 from lazystream.domain.cluster import ClusterState, ObjectKey
 from lazystream.domain.render import render
 from lazystream.domain.resolution import Outcome
-from lazystream.stream.pipeline import DeadLetter, FenceComputer, Ingest
+from lazystream.stream.pipeline import DeadLetter, Ingest
 from lazystream.testing.mesh import MeshScenario
 
 NOW = 1_800_000_000.0

@@ -6,11 +6,9 @@ from types import SimpleNamespace
 
 import orjson
 
-from lazystream.controller.compute import FenceComputer
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
 from lazystream.domain.explain import Rejection, rejections_for
-from lazystream.domain.fences import FenceOptions
 from lazystream.domain.resolution import ResolveOptions
 from lazystream.stream import pipeline
 from lazystream.stream.app import WorkerApp
@@ -102,66 +100,6 @@ def test_missing_event_time_falls_back_to_the_message_time() -> None:
     )
     (edge,) = ingest().process(record, MESH, 42.0)
     assert orjson.loads(edge.value)["t"] == 42.0
-
-
-def test_fence_computer_plans_status_sidecar_and_expirewait() -> None:
-    fence = {
-        "metadata": {"name": "productpage", "namespace": "default", "uid": "u"},
-        "spec": {"enable": True, "workloadSelector": {"fromService": True}},
-    }
-    clock = iter([100.0, 101.0, 200.0]).__next__
-    computer = FenceComputer(FenceOptions(refresh_period=10.0), clock=clock)
-    plan = computer.plan(fence, {"details.default.svc.cluster.local"}, MESH, None)
-    assert list(plan.status["domains"]) == ["details.default.svc.cluster.local"]
-    assert plan.sidecar is not None
-    assert "details.default.svc.cluster.local" in plan.hosts
-    # the host is gone from learned state: EXPIREWAIT first, gone a full period later
-    written = {**fence, "status": plan.status}
-    wait = computer.plan(written, set(), MESH, None)
-    assert wait.status["domains"]["details.default.svc.cluster.local"]["status"] == "EXPIREWAIT"
-    gone = computer.plan({**fence, "status": wait.status}, set(), MESH, None)
-    assert "domains" not in gone.status
-
-
-def test_disabled_fence_keeps_its_status_and_has_no_sidecar() -> None:
-    fence = {
-        "metadata": {"name": "productpage", "namespace": "default"},
-        "spec": {"enable": False},
-        "status": {"metricStatus": {'{destination_service="details.default.svc.cluster.local"}': "1"}},
-    }
-    plan = FenceComputer(FenceOptions()).plan(fence, {"ratings.default.svc.cluster.local"}, MESH, None)
-    assert plan.sidecar is None
-    assert list(plan.status["metricStatus"]) == ['{destination_service="details.default.svc.cluster.local"}']
-
-
-def test_fence_computer_reports_the_next_deadline_ahead() -> None:
-    fence = {
-        "metadata": {"name": "productpage", "namespace": "default"},
-        "spec": {
-            "enable": True,
-            "workloadSelector": {"fromService": True},
-            "host": {
-                "past.default.svc.cluster.local": {"deadline": {"expire": {"seconds": 50}}},
-                "soon.default.svc.cluster.local": {"deadline": {"expire": {"seconds": 130}}},
-                "later.default.svc.cluster.local": {"deadline": {"expire": {"seconds": 500}}},
-                "kept.default.svc.cluster.local": {"stable": {}, "deadline": {"expire": {"seconds": 120}}},
-            },
-        },
-    }
-    now = [100.0]
-    computer = FenceComputer(FenceOptions(refresh_period=10.0), clock=lambda: now[0])
-    plan = computer.plan(fence, set(), MESH, None)
-    key = next(iter(computer.next_deadline))
-    assert computer.next_deadline[key] == 130.0  # the stable host's deadline does not count
-    assert "soon.default.svc.cluster.local" in plan.hosts
-    now[0] = 131.0
-    after = computer.plan({**fence, "status": plan.status}, set(), MESH, None)
-    assert after.status["domains"]["soon.default.svc.cluster.local"]["status"] == "EXPIRE"
-    assert computer.next_deadline[key] == 500.0
-    now[0] = 501.0
-    computer.plan(fence, set(), MESH, None)
-    assert key not in computer.next_deadline
-    assert key in computer.timed  # deadlines keep it on the refresh tick too
 
 
 def test_the_dedupe_stays_bounded_and_a_forgotten_fence_forwards_again(monkeypatch) -> None:
