@@ -16,7 +16,6 @@ resets, explain) is served on ``web.port`` from the start, so probes answer duri
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import faulthandler
 import logging
 import os
@@ -43,10 +42,9 @@ from lazystream.config.options import (
 )
 from lazystream.controller.compute import FenceComputer, FenceInputs
 from lazystream.controller.reconciler import FenceController
+from lazystream.controller.upkeep import LearnedUpkeep
 from lazystream.domain import learned
 from lazystream.domain.cluster import ObjectKey
-from lazystream.domain.fences import learned_from_metric_status
-from lazystream.domain.resolution import may_hold
 from lazystream.kafka.clients import OpsError
 from lazystream.kafka.security import check_access
 from lazystream.kube import crds as crd_io
@@ -159,6 +157,16 @@ class Worker:
             revision_scope=self.revision_scope,
         )
         """What the controller writes for a fence now."""
+        self.upkeep = LearnedUpkeep(
+            self.stream,
+            self.cache,
+            resolve_options(config),
+            seed_from_status=config.fence.seed_from_status,
+            idle_ttl_seconds=config.fence.idle_ttl_seconds,
+            in_scope=self.in_scope,
+            clock=self.computer.clock,
+        )
+        """Seeds, idle expiries and orphan resets through the edges topic."""
         self.controller = FenceController(
             self.compute,
             self.sink,
@@ -255,9 +263,9 @@ class Worker:
     def sweep_now(self) -> int | None:
         """The full sweep of every owned fence, now: the refresh tick's when one is due, and ``POST /sweep``
         (operators after changing many objects by hand, the scale benchmark to hold a sweep inside its
-        latency window). It also drops learned state held for callers that are gone (:meth:`drop_orphans`).
-        It counts as the last sweep, so the periodic one comes a full period later; how many fences it
-        scheduled, or None while the learned state cannot be read."""
+        latency window). It also drops learned state held for callers that are gone
+        (:meth:`LearnedUpkeep.drop_orphans`). It counts as the last sweep, so the periodic one comes a full
+        period later; how many fences it scheduled, or None while the learned state cannot be read."""
         if not self.ready.is_set() or not self.state_readable():
             return None
         self.sweeps.swept(self.app.rebalancing_count)
@@ -265,7 +273,7 @@ class Worker:
         return self.schedule_owned()
 
     async def _drop_orphans_logged(self) -> None:
-        dropped = await self.drop_orphans()
+        dropped = await self.upkeep.drop_orphans()
         if dropped:
             log.info("learned state dropped for %d callers that are gone", dropped)
 
@@ -383,73 +391,7 @@ class Worker:
         app = self.app
         return not (app.should_stop or app.rebalancing or app.in_recovery)
 
-    async def expire_idle(self) -> int:
-        """With ``fence.idleTtlSeconds``: an expiry through the edges topic for each owned fence's hosts
-        idle longer than that (the table agent re-checks each host's last observation)."""
-        ttl = self.config.fence.idle_ttl_seconds
-        if ttl is None:
-            return 0
-        now = self.computer.clock()
-        with self.cache.reading():
-            keys = [k for k in self.cache.fences if self.in_scope(k)]
-        sent = 0
-        for key in keys:
-            if not self.stream.owns(key):
-                continue
-            state = self.stream.learned_state(key)
-            idle = learned.idle_hosts(state, now, ttl)
-            if idle:
-                await self.stream.send_edge(key, learned.expire(idle, now, idle_before=now - ttl))
-                sent += 1
-        return sent
-
-    async def drop_orphans(self) -> int:
-        """Learned state held for callers that are gone (no fence, no Service, no workload fence due): a
-        reset through the edges topic for each owned one, so held state stays bounded by the callers that
-        exist. Run with every full sweep; returns how many were reset. Nothing is dropped while the watch
-        cache has not listed the whole cluster: a Service not listed yet is not a Service that is gone."""
-        if not self.cache.synced:
-            return 0
-        options = resolve_options(self.config)
-        table = self.stream.table
-        keys = [k for k in contextvars.Context().run(lambda: list(table.keys())) if isinstance(k, bytes)]
-        with self.cache.reading():
-            state = self.cache.state
-            gone = [
-                key
-                for key in map(learned.parse_fence_key, keys)
-                if key is not None and self.in_scope(key) and not may_hold(key, state, options)
-            ]
-        sent = 0
-        for key in gone:
-            if self.stream.owns(key) and self.stream.learned_state(key):
-                await self.stream.send_edge(key, learned.reset(self.computer.clock()))
-                sent += 1
-        return sent
-
     # -- lifecycle ------------------------------------------------------------------------------------
-
-    async def seed(self) -> int:
-        """On a start with empty learned state: each owned fence's ``status.metricStatus`` becomes a seed
-        message on the edges topic."""
-        if not self.config.fence.seed_from_status or not self.stream.is_empty():
-            return 0
-        with self.cache.reading():
-            fences = [
-                (
-                    k,
-                    learned_from_metric_status(
-                        ((self.cache.fence(k) or {}).get("status") or {}).get("metricStatus")
-                    ),
-                )
-                for k in self.cache.fences
-            ]
-        count = 0
-        for key, hosts in fences:
-            if hosts and self.in_scope(key) and self.stream.owns(key):
-                await self.stream.send_edge(key, learned.seed(hosts, self.computer.clock()))
-                count += 1
-        return count
 
     def _install_lifecycle(self, app: faust.App) -> None:
         worker = self
@@ -475,7 +417,7 @@ class Worker:
             app.add_future(worker.consume_access())
             await worker.controller.start()
             await app.tables.recovery.completed.wait()  # type: ignore[attr-defined]  # learned state recovered from changelog/RocksDB
-            seeded = await worker.seed()
+            seeded = await worker.upkeep.seed()
             worker.ready.set()
             log.info(
                 "lazystream ready: %d fences seeded, %d fences scheduled", seeded, worker.schedule_owned()
@@ -490,7 +432,7 @@ class Worker:
             """Slime's tick: fences with deadlines or EXPIREWAIT entries are re-evaluated."""
             if worker.ready.is_set():
                 worker.sweeps.tick()
-                await worker.expire_idle()
+                await worker.upkeep.expire_idle()
                 # a sweep also catches fences this worker was newly assigned
                 if not (worker.sweeps.due(worker.app.rebalancing_count) and worker.sweep_now() is not None):
                     for key in list(worker.computer.timed):

@@ -182,6 +182,13 @@ class WorkerApp:
     def is_empty(self) -> bool:
         return next(iter(self.table), None) is None
 
+    def stored_keys(self) -> list[ObjectKey]:
+        """The fences with state in this worker's local partitions (read in an empty context, as
+        :meth:`learned_state` explains)."""
+        raw = contextvars.Context().run(lambda: list(self.table.keys()))
+        keys = (learned.parse_fence_key(k) for k in raw if isinstance(k, bytes))
+        return [k for k in keys if k is not None]
+
     async def send_edge(self, key: ObjectKey, message: Mapping[str, Any]) -> None:
         """Produce a seed, reset or expiry for ``key`` onto the edges topic (the table's only input)."""
         data = learned.fence_key(key)
