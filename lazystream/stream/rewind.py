@@ -13,7 +13,7 @@ after a second worker joined a group less than one commit interval old.
 that to the log start if retention removed it). Edges are idempotent in the table agent, so reading one
 again changes nothing; changelog partitions are left to faust's recovery, which positions them itself.
 
-The rewind alone was not enough (a 10k-fence benchmark lost the first edge of a partition that way): faust
+The rewind alone is not enough, because faust
 also marks a record as read when a rebalance cancels its delivery, and it commits the first run of
 consecutive acked offsets, checking that the run starts at the committed offset only when that offset is
 above 0 (and then allowing one missing record). A partition whose first records never reached the table
@@ -142,9 +142,8 @@ class RewindingConsumer(aiokafka_driver.Consumer):
         """faust's records, without those of a partition sought back that were fetched before the seek.
 
         faust drops every record below a partition's read offset, and a record fetched before the seek and
-        delivered after it moves the read offset past the records the seek asked for: seen in a 10k-fence
-        run, where reading again from a missing offset every 30 s never delivered it, and the partition's
-        offsets were not committed for 15 minutes. Those records come again after the seek."""
+        delivered after it moves the read offset past the records the seek asked for, which would then never
+        be delivered (nor the partition's offsets committed). Those records come again after the seek."""
         fetch = self._seeks_back  # the fetch below begins now: records of later seeks are not in it
         async for tp, message in super().getmany(timeout):
             again = self._reading_again.get(tp)
