@@ -56,11 +56,11 @@ from lazystream.kube.informers import ALL_KINDS, ClusterCache
 from lazystream.kube.leader import LeaderElector, LeaseSettings, default_identity
 from lazystream.kube.sink import FenceSink
 from lazystream.metrics import add_metrics_route, latency_tracker, worker_metrics
-from lazystream.metrics_source import PrometheusPoller
 from lazystream.ops.topics import create_topics
 from lazystream.runtime import heap, logs, memory
 from lazystream.stream import clienterrors
 from lazystream.stream.app import WorkerApp, create_worker_app
+from lazystream.stream.poller import PrometheusPoller
 
 log = logging.getLogger(__name__)
 CACHE_SYNC_TIMEOUT = 120.0
@@ -363,7 +363,7 @@ class Worker:
         with self.cache.reading():
             keys = list(self.cache.fences)
         owned = [k for k in keys if self.in_scope(k) and self.stream.owns(k)]
-        self.controller.sweep(owned)  # behind the fences scheduled as they learn: see FenceSink.sweep
+        self.controller.sweep(owned)  # behind the fences scheduled as they learn: see WorkQueue.sweep
         return len(owned)
 
     # -- computing ------------------------------------------------------------------------------------

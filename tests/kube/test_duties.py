@@ -19,7 +19,7 @@ from lazystream.domain.cluster import ClusterState, ObjectKey
 from lazystream.kube.autofencer import AutoFencer
 from lazystream.kube.duty import LeaderDuty
 from lazystream.kube.fallback import FallbackKeeper
-from lazystream.metrics_source import PrometheusPoller
+from lazystream.stream.poller import PrometheusPoller
 from lazystream.testing import ClusterBuilder
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,4 +1,4 @@
-"""Prometheus polling, the leader's duty in ``metricSourceType: prometheus``.
+"""The leader's Prometheus poller in ``metricSourceType: prometheus``: the other source of edge messages.
 
 Every refresh period, for every enabled fence in scope, each handler's query runs as an instant query; the
 union of the admitted hosts goes onto the edges topic as one ``report`` message for the fence (the table
